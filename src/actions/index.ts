@@ -1,0 +1,7 @@
+import type { ActionSpec } from "../core/run-action.js";
+import validateConfig from "./validate-config.js";
+
+/** Every action the bundle can run, by the directory name under actions/. */
+export const ACTIONS: Record<string, ActionSpec> = {
+  "validate-config": validateConfig,
+};

@@ -1,0 +1,33 @@
+import { loadConfig } from "../config/load.js";
+import { input, readInputs, setOutputs } from "../core/inputs.js";
+import type { Log } from "../core/log.js";
+import type { ActionSpec } from "../core/run-action.js";
+import { writeSummary } from "../core/summary.js";
+import { workspacePath } from "../core/workspace.js";
+import { configSections, hostLabel } from "../validate/summary.js";
+
+export const inputs = {
+  config: input.string("deploy-kit.yml"),
+  environment: input.optional(),
+};
+
+async function main(log: Log): Promise<void> {
+  const i = readInputs(inputs);
+  const { config } = await log.group("Validate config", async () => {
+    const loaded = await loadConfig(workspacePath(i.config), { environment: i.environment });
+    log.info(`${i.config}: valid (${Object.keys(loaded.config.environments).length} environment(s))`);
+    return loaded;
+  });
+  const names = i.environment ? [i.environment] : Object.keys(config.environments);
+  const hosts = names.flatMap((n) =>
+    config.environments[n]!.hosts.map((h) => ({ environment: n, alias: h.alias, address: hostLabel(h) })),
+  );
+  setOutputs({
+    environments: JSON.stringify(Object.keys(config.environments)),
+    hosts: JSON.stringify(hosts),
+    "image-name": config.image.name,
+  });
+  await writeSummary("deploy-kit: config valid", configSections(config, i.environment));
+}
+
+export default { main } satisfies ActionSpec;

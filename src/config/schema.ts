@@ -1,0 +1,227 @@
+import { z } from "zod";
+import { parseDuration } from "./duration.js";
+
+// Names that end up in remote commands, file names and compose project names are validated
+// here, on top of the quoting every command applies: a config can never inject a command.
+const NAME = /^[a-z][a-z0-9-]*$/;
+const SERVICE = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
+const HOSTNAME =
+  /^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
+const IPV4 = /^(?:\d{1,3}\.){3}\d{1,3}$/;
+const IPV6 = /^\[?[0-9A-Fa-f:]+\]?$/;
+const USER = /^[a-z_][a-z0-9_.-]{0,31}$/;
+const ALIAS = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
+const ENV_KEY = /^[A-Za-z_][A-Za-z0-9_]*$/;
+const SAFE_PATH = /^\/[A-Za-z0-9._/-]*$/;
+const IMAGE_NAME = /^[a-z0-9]+(?:[._-][a-z0-9]+)*(?::\d+)?(?:\/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$/;
+
+export const duration = (fallback?: string) => {
+  const base = z
+    .union([z.string(), z.number()])
+    .transform((v, ctx) => {
+      const ms = parseDuration(v);
+      if (ms === undefined) {
+        ctx.addIssue({
+          code: "custom",
+          message: `"${v}" is not a duration: use e.g. 30s, 5m, 800ms or a number of seconds`,
+        });
+        return z.NEVER;
+      }
+      return ms;
+    })
+    .meta({ description: "a duration: 30s, 5m, 800ms, 1h, or a number of seconds" });
+  // prefault, not default: the fallback goes through the same parsing as a value the user wrote.
+  return fallback === undefined ? base : base.prefault(fallback);
+};
+
+// An omitted section is parsed as {} so each key's own default applies.
+const EMPTY = {} as never;
+
+const hostObject = z.strictObject({
+  host: z
+    .string()
+    .refine((h) => HOSTNAME.test(h) || IPV4.test(h) || IPV6.test(h), "not a host name or IP address"),
+  port: z.number().int().min(1).max(65535).default(22),
+  user: z.string().regex(USER, "not a valid user name").default("deploy"),
+  alias: z.string().regex(ALIAS, "aliases use letters, digits, '.', '_' and '-'").optional(),
+});
+
+export type HostInput = z.input<typeof hostObject>;
+
+/** "user@host:port", "host:port", "host" -> the host object. */
+export function parseHostString(s: string): HostInput | undefined {
+  const m = /^(?:([^@\s]+)@)?(\[[0-9A-Fa-f:]+\]|[^:@\s]+)(?::(\d+))?$/.exec(s.trim());
+  if (!m) return undefined;
+  return {
+    host: m[2]!.replace(/^\[|\]$/g, ""),
+    ...(m[1] ? { user: m[1] } : {}),
+    ...(m[3] ? { port: Number(m[3]) } : {}),
+  };
+}
+
+const hostString = z.string().transform((s, ctx) => {
+  const parsed = parseHostString(s);
+  if (!parsed) {
+    ctx.addIssue({ code: "custom", message: `"${s}" is not "user@host:port"` });
+    return z.NEVER;
+  }
+  return parsed;
+});
+
+/** A host as a mapping or as "user@host:port"; the result has every field. */
+const host = z
+  .union([hostString, z.record(z.string(), z.unknown())])
+  .pipe(hostObject)
+  .transform((h) => ({ ...h, alias: h.alias ?? h.host }));
+
+const serviceName = z.string().regex(SERVICE, "service names use letters, digits, '.', '_' and '-'");
+
+const smokeCheck = z.strictObject({
+  path: z.string().startsWith("/", "starts with /"),
+  method: z.enum(["GET", "HEAD", "POST"]).default("GET"),
+  status: z.number().int().min(100).max(599).default(200),
+  body: z
+    .string()
+    .refine((r) => {
+      try {
+        new RegExp(r);
+        return true;
+      } catch {
+        return false;
+      }
+    }, "not a valid regular expression")
+    .optional(),
+  json: z.record(z.string(), z.unknown()).optional(),
+  headers: z.record(z.string(), z.string()).optional(),
+  "version-field": z.string().optional(),
+  "max-latency": duration().optional(),
+});
+
+const environment = z.strictObject({
+  url: z.url({ protocol: /^https?$/ }).optional(),
+  hosts: z.array(host).min(1, "at least one host").max(200),
+  ssh: z
+    .strictObject({
+      jump: z
+        .union([hostString, z.record(z.string(), z.unknown())])
+        .pipe(hostObject)
+        .optional(),
+      "connect-timeout": duration("20s"),
+      keepalive: duration("10s"),
+    })
+    .prefault(EMPTY),
+  path: z
+    .string()
+    .regex(SAFE_PATH, "an absolute path of letters, digits, '.', '_', '-' and '/'")
+    .refine((p) => !p.split("/").includes(".."), "must not contain '..'")
+    .refine((p) => p.replace(/\/+$/, "").length > 1, "must not be /"),
+  compose: z.strictObject({
+    file: z
+      .string()
+      .regex(/^[A-Za-z0-9._/-]+$/, "a relative path of letters, digits, '.', '_', '-' and '/'")
+      .refine((p) => !p.startsWith("/") && !p.split("/").includes(".."), "must be inside the repository")
+      .default("compose.yml"),
+    service: z
+      .union([serviceName, z.array(serviceName).min(1)])
+      .transform((s) => (Array.isArray(s) ? s : [s])),
+  }),
+  "env-file": z
+    .strictObject({
+      name: z
+        .string()
+        .regex(/^[A-Za-z0-9._-]+$/)
+        .default(".env"),
+      "required-keys": z.array(z.string().regex(ENV_KEY, "not an environment variable name")).default([]),
+    })
+    .optional(),
+  strategy: z.enum(["recreate", "blue-green"]).default("recreate"),
+  parallel: z
+    .union([
+      z.number().int().min(1),
+      z.string().regex(/^(100|[1-9]?\d)%$/, 'a number or a percentage like "50%"'),
+    ])
+    .default(1),
+  health: z.strictObject({ timeout: duration("60s"), interval: duration("1s") }).prefault(EMPTY),
+  lock: z.strictObject({ wait: duration("2m"), lease: duration("30m") }).prefault(EMPTY),
+  migrate: z
+    .strictObject({
+      command: z.string().min(1),
+      "plan-command": z.string().min(1).optional(),
+      service: serviceName.optional(),
+      timeout: duration("10m"),
+      backup: z
+        .strictObject({
+          required: z.boolean().default(false),
+          service: serviceName,
+          "database-env": z.string().regex(ENV_KEY).optional(),
+          database: z
+            .string()
+            .regex(/^[A-Za-z0-9_.-]+$/)
+            .optional(),
+          user: z
+            .string()
+            .regex(/^[A-Za-z0-9_.-]+$/)
+            .optional(),
+          keep: z.number().int().min(1).max(1000).default(7),
+        })
+        .refine((b) => b["database-env"] || b.database, {
+          message: "set database-env (the env var holding the database URL) or database",
+        })
+        .optional(),
+    })
+    .optional(),
+  smoke: z
+    .strictObject({
+      "base-url": z.url({ protocol: /^https?$/ }).optional(),
+      from: z.enum(["runner", "host"]).default("runner"),
+      retries: z.number().int().min(0).max(1000).default(10),
+      interval: duration("3s"),
+      timeout: duration("5s"),
+      "bearer-token-env": z.string().regex(ENV_KEY).optional(),
+      checks: z.array(smokeCheck).min(1),
+    })
+    .optional(),
+  rollback: z
+    .strictObject({
+      "on-failure": z.boolean().default(true),
+      "keep-releases": z.number().int().min(2).max(1000).default(5),
+    })
+    .prefault(EMPTY),
+});
+
+export const configSchema = z.strictObject({
+  version: z.literal(1, { message: "version must be 1" }),
+  app: z.string().regex(NAME, "lower-case letters, digits and '-', starting with a letter").max(50),
+  image: z.strictObject({
+    name: z
+      .string()
+      .regex(IMAGE_NAME, "a lower-case repository name without tag, like ghcr.io/acme/app")
+      .refine(
+        (n) => !/@|:[^/]*$/.test(n.replace(/^[^/]+:\d+\//, "")),
+        "give the name without a tag or digest",
+      ),
+    context: z.string().default("."),
+    dockerfile: z.string().default("Dockerfile"),
+    "build-args": z
+      .record(z.string().regex(ENV_KEY), z.union([z.string(), z.number(), z.boolean()]).transform(String))
+      .default({}),
+    platforms: z
+      .array(z.string().regex(/^[a-z0-9]+\/[a-z0-9]+(\/[a-z0-9]+)?$/, "like linux/amd64"))
+      .optional(),
+  }),
+  environments: z
+    .record(z.string().regex(/^[a-z0-9][a-z0-9_-]*$/, "lower-case letters, digits, '_' and '-'"), environment)
+    .refine((e) => Object.keys(e).length > 0, "define at least one environment"),
+  notify: z
+    .strictObject({
+      "slack-webhook-env": z.string().regex(ENV_KEY).optional(),
+      "discord-webhook-env": z.string().regex(ENV_KEY).optional(),
+      "webhook-env": z.string().regex(ENV_KEY).optional(),
+    })
+    .optional(),
+});
+
+export type Config = z.output<typeof configSchema>;
+export type Environment = Config["environments"][string];
+export type Host = Environment["hosts"][number];
+export type SmokeCheck = NonNullable<Environment["smoke"]>["checks"][number];

@@ -1,0 +1,95 @@
+/** Where in the user's config file a problem sits. */
+export interface Problem {
+  /** dotted path, e.g. environments.staging.hosts[0].port */
+  path: string;
+  message: string;
+  file?: string;
+  line?: number;
+  col?: number;
+}
+
+export function formatProblem(p: Problem): string {
+  const where = p.file ? `${p.file}${p.line ? `:${p.line}:${p.col ?? 1}` : ""}` : "";
+  const path = p.path ? `${p.path}: ` : "";
+  return `${where ? `${where} ` : ""}${path}${p.message}`;
+}
+
+/**
+ * The user must change their file, inputs or setup. Never shown with a stack trace.
+ * `hint` says what to do about it.
+ */
+export class ConfigError extends Error {
+  override name = "ConfigError";
+  readonly problems: Problem[];
+  readonly hint?: string;
+  constructor(message: string, opts: { problems?: Problem[]; hint?: string } = {}) {
+    super(message);
+    this.problems = opts.problems ?? [];
+    this.hint = opts.hint;
+  }
+}
+
+/** A failure of the deployment itself (unhealthy release, lock held, smoke failed...). */
+export class DeployError extends Error {
+  override name = "DeployError";
+  readonly hint?: string;
+  readonly host?: string;
+  constructor(message: string, opts: { hint?: string; host?: string; cause?: unknown } = {}) {
+    super(message, { cause: opts.cause });
+    this.hint = opts.hint;
+    this.host = opts.host;
+  }
+}
+
+/** A local or remote command exited non-zero. `command` is already redacted. */
+export class CommandError extends Error {
+  override name = "CommandError";
+  readonly command: string;
+  readonly exitCode: number | null;
+  readonly stderrTail: string;
+  readonly host?: string;
+  readonly hint?: string;
+  constructor(opts: {
+    command: string;
+    exitCode: number | null;
+    stderrTail: string;
+    host?: string;
+    hint?: string;
+    what?: string;
+  }) {
+    const on = opts.host ? ` on ${opts.host}` : "";
+    const code = opts.exitCode === null ? "was killed" : `exited ${opts.exitCode}`;
+    const tail = opts.stderrTail.trim() ? `\n${indent(opts.stderrTail.trim())}` : "";
+    super(`${opts.what ?? opts.command}${on} ${code}${tail}`);
+    this.command = opts.command;
+    this.exitCode = opts.exitCode;
+    this.stderrTail = opts.stderrTail;
+    this.host = opts.host;
+    this.hint = opts.hint;
+  }
+}
+
+function indent(s: string): string {
+  return s
+    .split("\n")
+    .map((l) => `  | ${l}`)
+    .join("\n");
+}
+
+export function isUserFacing(e: unknown): e is ConfigError | DeployError | CommandError {
+  return e instanceof ConfigError || e instanceof DeployError || e instanceof CommandError;
+}
+
+/** The one way an error becomes text for a person: message, then what to do. */
+export function describeError(e: unknown): string {
+  if (!isUserFacing(e)) {
+    if (e instanceof Error) return `${e.message}\n${e.stack ?? ""}`;
+    return String(e);
+  }
+  const parts = [e.message];
+  if (e instanceof ConfigError && e.problems.length) {
+    for (const p of e.problems) parts.push(`  - ${formatProblem(p)}`);
+  }
+  if (e.hint) parts.push(`What to do: ${e.hint}`);
+  return parts.join("\n");
+}

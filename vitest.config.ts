@@ -1,0 +1,14 @@
+import { defineConfig } from "vitest/config";
+
+export default defineConfig({
+  test: {
+    include: ["tests/**/*.test.ts"],
+    globalSetup: ["tests/support/global-setup.ts"],
+    // e2e suites share one testbed (one registry, one set of hosts): run files one at a time.
+    fileParallelism: false,
+    testTimeout: 120_000,
+    hookTimeout: 600_000,
+    // @actions/workflow-parser imports JSON without import attributes; let vite transform it.
+    server: { deps: { inline: ["@actions/workflow-parser"] } },
+  },
+});
