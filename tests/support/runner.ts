@@ -70,7 +70,8 @@ export async function runBundled(
   for (const [k, v] of Object.entries(opts.inputs ?? {}))
     env[`INPUT_${k.replace(/ /g, "_").toUpperCase()}`] = v;
   for (const [k, v] of Object.entries(opts.state ?? {})) env[`STATE_${k}`] = v;
-  const child = spawn(process.execPath, [join(REPO, "dist", entry, "index.js")], {
+  // DK_DIST_ROOT lets a test run a bundle built elsewhere (node scripts/build.mjs --root DIR).
+  const child = spawn(process.execPath, [join(process.env.DK_DIST_ROOT || REPO, "dist", entry, "index.js")], {
     env,
     cwd: opts.cwd ?? REPO,
   });
