@@ -14,7 +14,10 @@ export const inputs = {
 async function main(log: Log): Promise<void> {
   const i = readInputs(inputs);
   const { config } = await log.group("Validate config", async () => {
-    const loaded = await loadConfig(workspacePath(i.config), { environment: i.environment });
+    const loaded = await loadConfig(workspacePath(i.config), {
+      environment: i.environment,
+      displayName: i.config,
+    });
     log.info(`${i.config}: valid (${Object.keys(loaded.config.environments).length} environment(s))`);
     return loaded;
   });

@@ -25,7 +25,15 @@ export interface LoadedConfig {
   file: string;
 }
 
-export async function loadConfig(file: string, opts: { environment?: string } = {}): Promise<LoadedConfig> {
+/**
+ * `displayName` is how the file is named in errors and annotations: the repository-relative path
+ * GitHub needs to put an annotation on the right file.
+ */
+export async function loadConfig(
+  file: string,
+  opts: { environment?: string; displayName?: string } = {},
+): Promise<LoadedConfig> {
+  const name = opts.displayName ?? file;
   let size: number;
   try {
     size = (await stat(file)).size;
@@ -41,7 +49,7 @@ export async function loadConfig(file: string, opts: { environment?: string } = 
     });
   }
   const bytes = await readFile(file);
-  return { config: parseConfig(bytes, file, opts), file };
+  return { config: parseConfig(bytes, name, opts), file };
 }
 
 /** Parse and validate; every problem names the dotted path and line:column in `file`. */
@@ -68,7 +76,7 @@ export function parseConfig(
     });
   }
   const lc = new LineCounter();
-  const doc = parseDocument(text, { lineCounter: lc, uniqueKeys: true, prettyErrors: false });
+  const doc = parseDocument(text, { lineCounter: lc, uniqueKeys: true, prettyErrors: true });
   const fail = (problems: Problem[]): never => {
     throw new ConfigError(`${file} has ${problems.length} problem${problems.length === 1 ? "" : "s"}.`, {
       problems,
@@ -187,10 +195,20 @@ function flatten(issues: readonly Issue[], data: unknown): Issue[] {
             .filter(Boolean),
         ),
       ];
+      const value = valueAt(data, i.path as PathKey[]);
       out.push({
         ...i,
-        message: `expected ${expected.join(" or ")}, got ${describeType(valueAt(data, i.path as PathKey[]))}`,
+        message:
+          value === undefined
+            ? `"${String(i.path.at(-1))}" is required`
+            : `expected ${expected.join(" or ")}, got ${describeType(value)}`,
       } as Issue);
+      continue;
+    }
+    if (i.code === "invalid_key") {
+      // A bad name used as a key (an environment or build-arg name): say which, and why.
+      const inner = (i as unknown as { issues: Issue[] }).issues.map((x) => x.message).join("; ");
+      out.push({ ...i, message: `invalid name "${String(i.path.at(-1))}": ${inner}` } as Issue);
       continue;
     }
     out.push(i);

@@ -1,4 +1,4 @@
-import { type Document, isMap, isPair, isScalar, isSeq, type LineCounter, type Node } from "yaml";
+import { isMap, isPair, isScalar, isSeq, type Document, type LineCounter, type Node } from "yaml";
 
 export type PathKey = string | number;
 
@@ -8,34 +8,36 @@ export function dotted(path: readonly PathKey[]): string {
   return out;
 }
 
-/** Line/column of the deepest node that exists along `path` (or of a map key when `key` is given). */
+/**
+ * Line/column for a problem at `path`: the key of the deepest mapping entry that exists along
+ * it (so a missing key points at its parent's line), a list item's own position, or, with `key`,
+ * that key inside the mapping at `path`.
+ */
 export function locate(
   doc: Document,
   lc: LineCounter,
   path: readonly PathKey[],
   key?: string,
 ): { line: number; col: number } | undefined {
+  const at = (n: Node | undefined | null) => {
+    const offset = n?.range?.[0];
+    if (offset === undefined) return undefined;
+    const pos = lc.linePos(offset);
+    return { line: pos.line, col: pos.col };
+  };
   let node: unknown = doc.contents;
   let best: Node | undefined = (doc.contents as Node | null) ?? undefined;
-  for (const k of path) {
+  for (const k of [...path, ...(key === undefined ? [] : [key])]) {
     if (isMap(node)) {
       const pair = node.items.find((p) => isPair(p) && isScalar(p.key) && String(p.key.value) === String(k));
       if (!pair) break;
       node = pair.value;
-      if (node && (node as Node).range) best = node as Node;
-      else if (isScalar(pair.key)) best = pair.key;
+      best = isScalar(pair.key) ? pair.key : ((node as Node) ?? best);
     } else if (isSeq(node) && typeof k === "number") {
       node = node.items[k];
       if (!node) break;
       best = node as Node;
     } else break;
   }
-  if (key !== undefined && isMap(node)) {
-    const pair = node.items.find((p) => isPair(p) && isScalar(p.key) && String(p.key.value) === key);
-    if (pair && isScalar(pair.key) && pair.key.range) best = pair.key;
-  }
-  const offset = best?.range?.[0];
-  if (offset === undefined) return undefined;
-  const pos = lc.linePos(offset);
-  return { line: pos.line, col: pos.col };
+  return at(best);
 }

@@ -153,7 +153,7 @@ const environment = z.strictObject({
         .strictObject({
           required: z.boolean().default(false),
           service: serviceName,
-          "database-env": z.string().regex(ENV_KEY).optional(),
+          "database-env": z.string().regex(ENV_KEY, "not an environment variable name").optional(),
           database: z
             .string()
             .regex(/^[A-Za-z0-9_.-]+$/)
@@ -177,7 +177,7 @@ const environment = z.strictObject({
       retries: z.number().int().min(0).max(1000).default(10),
       interval: duration("3s"),
       timeout: duration("5s"),
-      "bearer-token-env": z.string().regex(ENV_KEY).optional(),
+      "bearer-token-env": z.string().regex(ENV_KEY, "not an environment variable name").optional(),
       checks: z.array(smokeCheck).min(1),
     })
     .optional(),
@@ -203,7 +203,7 @@ export const configSchema = z.strictObject({
     context: z.string().default("."),
     dockerfile: z.string().default("Dockerfile"),
     "build-args": z
-      .record(z.string().regex(ENV_KEY), z.union([z.string(), z.number(), z.boolean()]).transform(String))
+      .record(z.string().regex(ENV_KEY, "not an environment variable name"), z.union([z.string(), z.number(), z.boolean()]).transform(String))
       .default({}),
     platforms: z
       .array(z.string().regex(/^[a-z0-9]+\/[a-z0-9]+(\/[a-z0-9]+)?$/, "like linux/amd64"))
@@ -214,9 +214,9 @@ export const configSchema = z.strictObject({
     .refine((e) => Object.keys(e).length > 0, "define at least one environment"),
   notify: z
     .strictObject({
-      "slack-webhook-env": z.string().regex(ENV_KEY).optional(),
-      "discord-webhook-env": z.string().regex(ENV_KEY).optional(),
-      "webhook-env": z.string().regex(ENV_KEY).optional(),
+      "slack-webhook-env": z.string().regex(ENV_KEY, "not an environment variable name").optional(),
+      "discord-webhook-env": z.string().regex(ENV_KEY, "not an environment variable name").optional(),
+      "webhook-env": z.string().regex(ENV_KEY, "not an environment variable name").optional(),
     })
     .optional(),
 });

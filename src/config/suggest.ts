@@ -15,6 +15,10 @@ function distance(a: string, b: string): number {
 }
 
 export function closest(word: string, candidates: string[]): string | undefined {
+  const lower = word.toLowerCase();
+  // "hostname" for "host", "dockerfile-path" for "dockerfile": a known key inside the typo.
+  const contained = candidates.find((c) => c.length >= 3 && (lower.startsWith(c) || c.startsWith(lower)));
+  if (contained) return contained;
   let best: string | undefined;
   let bestD = Infinity;
   for (const c of candidates) {
