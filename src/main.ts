@@ -10,3 +10,4 @@ export async function run(name: string): Promise<void> {
 }
 
 export { configJsonSchema } from "./config/json-schema.js";
+export { cli } from "./cli/index.js";
