@@ -1,0 +1,302 @@
+import { createServer, type IncomingMessage, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { MemoryLog } from "../../src/core/log.js";
+import { forgetSecrets } from "../../src/core/secrets.js";
+import { createDeployment, findJobDeployment, reportDeploymentStatus } from "../../src/github/deployments.js";
+
+const TOKEN = "ghs_FakeInstallationToken0123456789abcdef";
+const SHA = "0123456789abcdef0123456789abcdef01234567";
+const RUN = "https://github.com/acme/shop/actions/runs";
+
+interface Deployment {
+  id: number;
+  sha: string;
+  ref: string;
+  environment: string;
+  statuses: { id: number; state: string; log_url: string; target_url: string }[];
+}
+
+/**
+ * The shapes of the Deployments REST API that deploy-kit uses, served on loopback:
+ * GET /repos/{o}/{r}/deployments?sha=&environment= (newest first), GET .../deployments/{id}/statuses,
+ * POST .../deployments/{id}/statuses, POST .../deployments.
+ */
+class FakeGitHub {
+  server: Server;
+  deployments: Deployment[] = [];
+  requests: { method: string; path: string; auth?: string; body?: Record<string, unknown> }[] = [];
+  nextId = 100;
+  refuseWith?: number;
+  constructor() {
+    this.server = createServer((req, res) => void this.handle(req, res));
+  }
+  get baseUrl() {
+    return `http://127.0.0.1:${(this.server.address() as AddressInfo).port}`;
+  }
+  private async body(req: IncomingMessage) {
+    let text = "";
+    for await (const chunk of req) text += chunk;
+    return text ? (JSON.parse(text) as Record<string, unknown>) : undefined;
+  }
+  private async handle(req: IncomingMessage, res: import("node:http").ServerResponse) {
+    const url = new URL(req.url ?? "/", this.baseUrl);
+    const body = await this.body(req);
+    this.requests.push({
+      method: req.method!,
+      path: url.pathname + url.search,
+      auth: req.headers.authorization,
+      body,
+    });
+    const send = (status: number, data: unknown) => {
+      res.writeHead(status, { "content-type": "application/json" }).end(JSON.stringify(data));
+    };
+    if (this.refuseWith) return send(this.refuseWith, { message: "Resource not accessible by integration" });
+    if (req.headers.authorization !== `token ${TOKEN}`) return send(401, { message: "Bad credentials" });
+    const m = /^\/repos\/acme\/shop\/deployments(?:\/(\d+)\/statuses)?$/.exec(url.pathname);
+    if (!m) return send(404, { message: "Not Found" });
+    const wire = (d: Deployment) => ({
+      id: d.id,
+      sha: d.sha,
+      ref: d.ref,
+      environment: d.environment,
+      task: "deploy",
+    });
+    if (!m[1] && req.method === "GET") {
+      const sha = url.searchParams.get("sha");
+      const env = url.searchParams.get("environment");
+      const list = this.deployments
+        .filter((d) => (!sha || d.sha === sha) && (!env || d.environment === env))
+        .sort((a, b) => b.id - a.id);
+      return send(200, list.map(wire));
+    }
+    if (!m[1] && req.method === "POST") {
+      const d: Deployment = {
+        id: this.nextId++,
+        sha: SHA,
+        ref: String(body?.ref),
+        environment: String(body?.environment),
+        statuses: [],
+      };
+      this.deployments.push(d);
+      return send(201, wire(d));
+    }
+    const d = this.deployments.find((x) => x.id === Number(m[1]));
+    if (!d) return send(404, { message: "Not Found" });
+    if (req.method === "GET") return send(200, [...d.statuses].reverse());
+    const status = {
+      id: d.statuses.length + 1,
+      state: String(body?.state),
+      log_url: String(body?.log_url ?? ""),
+      target_url: String(body?.log_url ?? ""),
+    };
+    d.statuses.push(status);
+    return send(201, status);
+  }
+  add(id: number, environment: string, statuses: [string, string][], sha = SHA) {
+    this.deployments.push({
+      id,
+      sha,
+      ref: "main",
+      environment,
+      statuses: statuses.map(([state, run], i) => ({
+        id: i + 1,
+        state,
+        log_url: `${RUN}/${run}`,
+        target_url: `${RUN}/${run}`,
+      })),
+    });
+  }
+}
+
+const api = new FakeGitHub();
+beforeAll(async () => {
+  await new Promise<void>((r) => api.server.listen(0, "127.0.0.1", r));
+});
+afterAll(() => new Promise<void>((r) => api.server.close(() => r())));
+beforeEach(() => {
+  api.deployments = [];
+  api.requests = [];
+  api.refuseWith = undefined;
+});
+afterEach(() => forgetSecrets());
+
+const target = () => ({ token: TOKEN, repository: "acme/shop", baseUrl: api.baseUrl });
+
+describe("finding the deployment GitHub created for this job", () => {
+  it("asks for the sha and environment, and picks the deployment whose statuses link to this run", async () => {
+    api.add(7, "production", [["in_progress", "555"]]);
+    api.add(8, "production", [["in_progress", "999"]]); // newer, another run (a re-run of another workflow)
+    api.add(9, "staging", [["in_progress", "555"]]);
+    const id = await findJobDeployment(
+      { ...target(), environment: "production", sha: SHA, runId: "555" },
+      new MemoryLog(),
+    );
+    expect(id).toBe(7);
+    expect(api.requests[0]!.path).toBe(
+      `/repos/acme/shop/deployments?environment=production&sha=${SHA}&per_page=10`,
+    );
+  });
+
+  it("falls back to the newest deployment still in flight when no status names the run", async () => {
+    api.add(3, "staging", [["success", "1"]]);
+    api.add(4, "staging", [["queued", "2"]]);
+    api.add(5, "staging", [["failure", "3"]]);
+    const id = await findJobDeployment(
+      { ...target(), environment: "staging", sha: SHA, runId: "42" },
+      new MemoryLog(),
+    );
+    expect(id).toBe(4);
+  });
+
+  it("finds nothing when every deployment of the sha is finished and belongs to other runs", async () => {
+    api.add(3, "staging", [["success", "1"]]);
+    expect(
+      await findJobDeployment(
+        { ...target(), environment: "staging", sha: SHA, runId: "42" },
+        new MemoryLog(),
+      ),
+    ).toBe(undefined);
+  });
+});
+
+describe("reportDeploymentStatus", () => {
+  it("sets in_progress then success on the job's deployment, with log and environment URLs, creating none", async () => {
+    api.add(21, "production", [["in_progress", "777"]]);
+    const log = new MemoryLog();
+    const base = { ...target(), environment: "production", sha: SHA, runId: "777", logUrl: `${RUN}/777` };
+    const id = await reportDeploymentStatus(
+      { ...base, state: "in_progress", description: "deploying r-1" },
+      log,
+    );
+    expect(id).toBe(21);
+    const again = await reportDeploymentStatus(
+      { ...base, state: "success", deploymentId: id, environmentUrl: "https://shop.example.com" },
+      log,
+    );
+    expect(again).toBe(21);
+    const posts = api.requests.filter((r) => r.method === "POST");
+    expect(posts.map((p) => p.path)).toEqual([
+      "/repos/acme/shop/deployments/21/statuses",
+      "/repos/acme/shop/deployments/21/statuses",
+    ]);
+    expect(posts[0]!.body).toEqual({
+      state: "in_progress",
+      log_url: `${RUN}/777`,
+      description: "deploying r-1",
+      auto_inactive: false,
+    });
+    expect(posts[1]!.body).toEqual({
+      state: "success",
+      log_url: `${RUN}/777`,
+      environment_url: "https://shop.example.com",
+      auto_inactive: true,
+    });
+    // The second call reused the id: one listing in all, and no POST /deployments (no duplicate).
+    expect(api.requests.filter((r) => r.method === "GET" && r.path.includes("deployments?"))).toHaveLength(1);
+    expect(api.deployments).toHaveLength(1);
+    expect(api.requests.every((r) => r.auth === `token ${TOKEN}`)).toBe(true);
+    expect(log.text()).toContain("GitHub deployment 21 (production): success");
+    expect(log.text()).not.toContain(TOKEN);
+  });
+
+  it("warns, and does not throw, when the job has no deployment", async () => {
+    const log = new MemoryLog();
+    const id = await reportDeploymentStatus(
+      { ...target(), environment: "staging", sha: SHA, state: "failure" },
+      log,
+    );
+    expect(id).toBeUndefined();
+    expect(log.text()).toMatch(
+      /warning: No GitHub deployment found for environment "staging".*Set `environment:` on the job/,
+    );
+  });
+
+  it("turns a 403 into a warning that names the missing permission, without the token", async () => {
+    api.refuseWith = 403;
+    const log = new MemoryLog();
+    const id = await reportDeploymentStatus(
+      { ...target(), environment: "staging", sha: SHA, state: "success" },
+      log,
+    );
+    expect(id).toBeUndefined();
+    expect(log.text()).toContain('warning: Could not report deployment status "success" to GitHub: HTTP 403');
+    expect(log.text()).toContain("permissions: deployments: write");
+    expect(log.text()).not.toContain(TOKEN);
+  });
+
+  it("warns on a bad token without printing it", async () => {
+    api.add(1, "staging", [["in_progress", "5"]]);
+    const log = new MemoryLog();
+    await reportDeploymentStatus(
+      { ...target(), token: `${TOKEN}x`, environment: "staging", sha: SHA, runId: "5", state: "success" },
+      log,
+    );
+    expect(log.text()).toContain("the token was refused (401)");
+    expect(log.text()).not.toContain(TOKEN);
+  });
+
+  it("reads the repository, sha, run and API root from the runner's environment by default", async () => {
+    api.add(60, "staging", [["in_progress", "31"]]);
+    const saved = { ...process.env };
+    Object.assign(process.env, {
+      GITHUB_REPOSITORY: "acme/shop",
+      GITHUB_SHA: SHA,
+      GITHUB_RUN_ID: "31",
+      GITHUB_API_URL: api.baseUrl,
+    });
+    try {
+      expect(
+        await reportDeploymentStatus(
+          { token: TOKEN, environment: "staging", state: "in_progress" },
+          new MemoryLog(),
+        ),
+      ).toBe(60);
+    } finally {
+      for (const k of ["GITHUB_REPOSITORY", "GITHUB_SHA", "GITHUB_RUN_ID", "GITHUB_API_URL"]) {
+        if (saved[k] === undefined) delete process.env[k];
+        else process.env[k] = saved[k];
+      }
+    }
+  });
+});
+
+describe("createDeployment (the CLI, only when asked)", () => {
+  it("creates one deployment without status checks or auto-merge, then statuses go to it", async () => {
+    const log = new MemoryLog();
+    const id = await createDeployment(
+      {
+        ...target(),
+        ref: SHA,
+        environment: "staging",
+        description: "deploy-kit CLI",
+        payload: { release: "r-9" },
+      },
+      log,
+    );
+    expect(id).toBe(100);
+    const post = api.requests.find((r) => r.method === "POST")!;
+    expect(post.path).toBe("/repos/acme/shop/deployments");
+    expect(post.body).toEqual({
+      ref: SHA,
+      environment: "staging",
+      auto_merge: false,
+      required_contexts: [],
+      description: "deploy-kit CLI",
+      payload: { release: "r-9" },
+    });
+    await reportDeploymentStatus(
+      { ...target(), environment: "staging", state: "success", deploymentId: id },
+      log,
+    );
+    expect(api.deployments[0]!.statuses.map((s) => s.state)).toEqual(["success"]);
+    expect(log.text()).not.toContain(TOKEN);
+  });
+
+  it("warns and returns undefined when GitHub refuses", async () => {
+    api.refuseWith = 404;
+    const log = new MemoryLog();
+    expect(await createDeployment({ ...target(), ref: "main", environment: "staging" }, log)).toBeUndefined();
+    expect(log.text()).toMatch(/warning: Could not create a GitHub deployment for "staging": HTTP 404/);
+  });
+});
