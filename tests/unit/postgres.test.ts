@@ -1,0 +1,189 @@
+import { spawnSync } from "node:child_process";
+import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import {
+  BACKUP_RESULT,
+  backupFileName,
+  backupScript,
+  manualRestoreCommand,
+  pgDumpArgv,
+  pgRestoreArgv,
+  restoreScript,
+} from "../../src/commands/postgres.js";
+
+describe("postgres command builders", () => {
+  it.each([
+    [
+      { databaseEnv: "DATABASE_URL" },
+      [
+        "sh",
+        "-c",
+        `url=$(printenv DATABASE_URL || true)
+[ -n "$url" ] || { echo 'DATABASE_URL is not set in this container' >&2; exit 64; }
+url=$(printf '%s' "$url" | sed -E 's#^(postgres(ql)?)\\+[A-Za-z0-9_]+://#\\1://#')
+exec pg_dump -Fc "$url"`,
+      ],
+    ],
+    [{ database: "app", user: "postgres" }, ["sh", "-c", "exec pg_dump -Fc -U postgres app"]],
+    [{ database: "app" }, ["sh", "-c", "exec pg_dump -Fc app"]],
+  ])("pg_dump for %j", (db, argv) => {
+    expect(pgDumpArgv(db)).toEqual(argv);
+  });
+
+  it.each([
+    [
+      { database: "app", user: "postgres" },
+      "exec pg_restore --clean --if-exists --no-owner --single-transaction --exit-on-error -U postgres -d app",
+    ],
+    [
+      { databaseEnv: "DB_URL" },
+      `exec pg_restore --clean --if-exists --no-owner --single-transaction --exit-on-error -d "$url"`,
+    ],
+  ])("pg_restore for %j", (db, last) => {
+    expect(pgRestoreArgv(db)[2]!.split("\n").pop()).toBe(last);
+  });
+
+  it.each([
+    [{ databaseEnv: "X; rm -rf /" }, "not an environment variable name"],
+    [{ database: "a b" }, "backup needs database-env or database"],
+    [{ database: "app", user: "$(id)" }, "not a database user name"],
+    [{}, "backup needs database-env or database"],
+  ])("refuses %j", (db, message) => {
+    expect(() => pgDumpArgv(db)).toThrow(message);
+  });
+
+  it("names backups so that text order is time order", () => {
+    expect(backupFileName(new Date("2026-11-22T04:05:06.789Z"), "abc1234")).toBe(
+      "20261122T040506Z-abc1234.dump",
+    );
+    expect(backupFileName(new Date("2026-01-02T03:04:05Z"), "a/b c")).toBe("20260102T030405Z-a-b-c.dump");
+  });
+
+  it("quotes every value in the backup and restore scripts", () => {
+    const s = backupScript({
+      compose: "docker compose -p t5 -f /srv/t5/compose.yml",
+      service: "api",
+      db: { databaseEnv: "DATABASE_URL" },
+      dir: "/srv/t5 x/.deploy-kit/backups",
+      name: "20261122T040506Z-abc.dump",
+      keep: 3,
+    });
+    expect(s).toContain(`mkdir -p '/srv/t5 x/.deploy-kit/backups'`);
+    expect(s).toContain(`file='/srv/t5 x/.deploy-kit/backups/20261122T040506Z-abc.dump'`);
+    expect(s).toContain(`docker compose -p t5 -f /srv/t5/compose.yml exec -T api "$@"`);
+    expect(s).toContain(`docker compose -p t5 -f /srv/t5/compose.yml run --rm --no-deps -T api "$@"`);
+    expect(s).toContain("tail -n +4 |");
+    expect(s.startsWith("set -eu\numask 077\n")).toBe(true);
+    const r = restoreScript({
+      compose: "docker compose -p t5",
+      service: "db",
+      db: { database: "app" },
+      file: "/srv/t5/b.dump",
+    });
+    expect(r).toContain(
+      `dk_in_service sh -c 'exec pg_restore --clean --if-exists --no-owner --single-transaction --exit-on-error -d app' < "$file"`,
+    );
+    expect(
+      manualRestoreCommand({
+        compose: "docker compose -p t5",
+        service: "db",
+        db: { database: "app" },
+        file: "/srv/t5/b.dump",
+        path: "/srv/t5",
+      }),
+    ).toBe(
+      "cd /srv/t5 && docker compose -p t5 exec -T db sh -c 'exec pg_restore --clean --if-exists --no-owner --single-transaction --exit-on-error -d app' < /srv/t5/b.dump",
+    );
+  });
+});
+
+/**
+ * The backup script, run for real by /bin/sh with a fake `compose` (runs the command locally
+ * and records how it was asked) and fake pg tools: the keep/verify/prune logic is real.
+ */
+function sandbox(opts: { dump: string; listExit?: number; running?: boolean }) {
+  const dir = mkdtempSync(join(tmpdir(), "t5-pg-"));
+  const bin = join(dir, "bin");
+  spawnSync("mkdir", ["-p", bin, join(dir, "backups")]);
+  const tool = (name: string, body: string) => {
+    writeFileSync(join(bin, name), `#!/bin/sh\n${body}\n`);
+    chmodSync(join(bin, name), 0o755);
+  };
+  // compose ps -q prints a container id when "running"; exec/run strip their flags and run the rest.
+  tool(
+    "compose",
+    `echo "$*" >> ${dir}/compose.log
+case "$1" in
+  ps) ${opts.running ? "echo cid123" : "true"} ;;
+  exec) shift 3; exec "$@" ;;
+  run) shift 5; exec "$@" ;;
+esac`,
+  );
+  tool("docker", `echo true`);
+  tool("pg_dump", `printf '%s' "$DUMP"`);
+  tool(
+    "pg_restore",
+    `cat > /dev/null; echo ';header'; echo '1; TABLE t'; echo '2; TABLE u'; exit ${opts.listExit ?? 0}`,
+  );
+  const run = (name: string, keep = 2) => {
+    const s = backupScript({
+      compose: "compose",
+      service: "db",
+      db: { database: "app" },
+      dir: join(dir, "backups"),
+      name,
+      keep,
+    });
+    return spawnSync("/bin/sh", ["-c", s], {
+      env: { PATH: `${bin}:/usr/bin:/bin`, DUMP: opts.dump },
+      encoding: "utf8",
+    });
+  };
+  return {
+    dir,
+    run,
+    backups: () => readdirSync(join(dir, "backups")).sort(),
+    log: () => readFileSync(join(dir, "compose.log"), "utf8"),
+  };
+}
+
+describe("backup script (run by sh)", () => {
+  it("keeps a verified dump, reports it, and prunes beyond keep without touching the newest", () => {
+    const sb = sandbox({ dump: "PGDMP-data", running: true });
+    for (const n of ["20260101T000000Z-a.dump", "20260102T000000Z-b.dump", "20260103T000000Z-c.dump"]) {
+      const r = sb.run(n);
+      expect(r.status, r.stderr).toBe(0);
+      expect(r.stdout).toContain(`${BACKUP_RESULT} ${join(sb.dir, "backups", n)} 10 2`);
+    }
+    expect(sb.backups()).toEqual(["20260102T000000Z-b.dump", "20260103T000000Z-c.dump"]);
+    expect(sb.log()).toContain("exec -T db sh -c exec pg_dump -Fc app");
+    const r = sb.run("20260104T000000Z-d.dump", 1);
+    expect(r.stdout).toContain("pruned old backup 20260103T000000Z-c.dump");
+    expect(sb.backups()).toEqual(["20260104T000000Z-d.dump"]);
+  });
+
+  it("uses a one-off container when the service is not running", () => {
+    const sb = sandbox({ dump: "PGDMP" });
+    expect(sb.run("20260101T000000Z-a.dump").status).toBe(0);
+    expect(sb.log()).toContain("run --rm --no-deps -T db sh -c exec pg_dump -Fc app");
+  });
+
+  it.each([
+    ["an empty dump", { dump: "" }, 65, "the backup is empty (0 bytes): not migrating"],
+    [
+      "a dump pg_restore cannot list",
+      { dump: "garbage", listExit: 1 },
+      66,
+      "pg_restore --list cannot read the backup",
+    ],
+  ])("fails on %s and leaves no file behind", (_n, o, code, message) => {
+    const sb = sandbox(o);
+    const r = sb.run("20260101T000000Z-a.dump");
+    expect(r.status).toBe(code);
+    expect(r.stderr).toContain(message);
+    expect(sb.backups()).toEqual([]);
+    expect(existsSync(join(sb.dir, "backups", "20260101T000000Z-a.dump.partial"))).toBe(false);
+  });
+});
