@@ -1,7 +1,9 @@
 import type { ActionSpec } from "../core/run-action.js";
+import buildImage from "./build-image.js";
 import validateConfig from "./validate-config.js";
 
 /** Every action the bundle can run, by the directory name under actions/. */
 export const ACTIONS: Record<string, ActionSpec> = {
   "validate-config": validateConfig,
+  "build-image": buildImage,
 };
