@@ -1,0 +1,56 @@
+import { readFile } from "node:fs/promises";
+import { basename } from "node:path";
+import { parse } from "yaml";
+import type { Environment } from "../config/schema.js";
+import { ConfigError } from "../core/errors.js";
+import { workspacePath } from "../core/workspace.js";
+
+/** The user's compose file, read from the repository, ready to upload. */
+export interface ComposeSource {
+  /** File name on the host, beside the operator's .env. */
+  name: string;
+  content: string;
+  /** The file's `version:` key, repeated in the override (compose v1 merges only equal versions). */
+  version?: string;
+}
+
+export function parseComposeSource(
+  name: string,
+  content: string,
+  services: readonly string[],
+  where = name,
+): ComposeSource {
+  let doc: unknown;
+  try {
+    doc = parse(content);
+  } catch (e) {
+    throw new ConfigError(`${where} is not valid YAML: ${(e as Error).message.split("\n")[0]}`, {
+      hint: "Fix the compose file; `docker compose config` checks it locally.",
+    });
+  }
+  const defined = Object.keys(((doc as { services?: Record<string, unknown> })?.services ?? {}) as object);
+  const missing = services.filter((s) => !defined.includes(s));
+  if (missing.length) {
+    throw new ConfigError(`compose.service names ${missing.join(", ")}, which ${where} does not define.`, {
+      hint: `Services in ${where}: ${defined.join(", ") || "(none)"}.`,
+    });
+  }
+  const v = (doc as { version?: unknown }).version;
+  return { name, content, version: v === undefined || v === null ? undefined : String(v) };
+}
+
+export async function loadComposeSource(env: Environment): Promise<ComposeSource> {
+  const file = workspacePath(env.compose.file);
+  let content: string;
+  try {
+    content = await readFile(file, "utf8");
+  } catch {
+    throw new ConfigError(
+      `The compose file ${env.compose.file} (compose.file) was not found in the repository.`,
+      {
+        hint: "Check out the repository before this step, or fix compose.file in deploy-kit.yml.",
+      },
+    );
+  }
+  return parseComposeSource(basename(file), content, env.compose.service, env.compose.file);
+}

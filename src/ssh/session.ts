@@ -1,0 +1,439 @@
+import { randomBytes } from "node:crypto";
+import { posix } from "node:path";
+import type { Duplex } from "node:stream";
+import ssh2 from "ssh2";
+import { quote, script, sh } from "../commands/shell.js";
+import { CommandError, ConfigError, DeployError } from "../core/errors.js";
+import type { Log } from "../core/log.js";
+import { redact } from "../core/secrets.js";
+import {
+  fingerprint,
+  hostKeyName,
+  type KnownHostKey,
+  keyscanCommand,
+  type PinnedKeys,
+  parseKnownHosts,
+  pinnedKeys,
+  preferredHostKeyAlgorithms,
+  verifyHostKey,
+} from "./known-hosts.js";
+import type { Remote, RemoteCommand, RemoteResult } from "./types.js";
+
+const { Client, utils } = ssh2;
+type Ssh2Client = InstanceType<typeof Client>;
+
+/** Where a host is reached, with the alias people see. */
+export interface SshEndpoint {
+  host: string;
+  port: number;
+  user: string;
+  alias: string;
+}
+
+export interface SshCredentials {
+  /** OpenSSH or PEM private key text (already registered as a secret). */
+  privateKey: string;
+  /** known_hosts text pinning every host and the jump host. */
+  knownHosts: string;
+}
+
+export interface ConnectOptions {
+  connectTimeoutMs: number;
+  keepaliveMs: number;
+  log: Log;
+  /** An open connection to a jump host to tunnel through. */
+  via?: SshConnection;
+}
+
+/** The private key, parsed once: its type and public fingerprint make auth errors readable. */
+export interface ClientKey {
+  text: string;
+  type: string;
+  fingerprint: string;
+}
+
+export function parsePrivateKey(text: string): ClientKey {
+  const trimmed = text.trim();
+  if (!trimmed) {
+    throw new ConfigError("The ssh-key input is empty.", {
+      // biome-ignore lint/suspicious/noTemplateCurlyInString: a workflow expression, not a template
+      hint: "Pass the deploy key's private half from a secret: `ssh-key: ${{ secrets.DEPLOY_SSH_KEY }}`.",
+    });
+  }
+  let parsed = utils.parseKey(`${trimmed}\n`);
+  if (Array.isArray(parsed)) parsed = parsed[0]!;
+  if (parsed instanceof Error) {
+    const encrypted = /encrypted|passphrase/i.test(parsed.message);
+    throw new ConfigError(
+      encrypted
+        ? "The ssh-key is protected by a passphrase; a CI deploy key cannot be."
+        : `The ssh-key input is not a private key ssh2 can read (${parsed.message}).`,
+      {
+        hint: encrypted
+          ? "Create a dedicated deploy key without a passphrase (`ssh-keygen -t ed25519 -N '' -f deploy_key`) and store it as a secret."
+          : "Store the whole private key file, from -----BEGIN to -----END, as the secret.",
+      },
+    );
+  }
+  if (!parsed.isPrivateKey()) {
+    throw new ConfigError("The ssh-key input is a public key; it must be the private key.", {
+      hint: "Store the private key (deploy_key, not deploy_key.pub) as the secret.",
+    });
+  }
+  return { text: `${trimmed}\n`, type: parsed.type, fingerprint: fingerprint(parsed.getPublicSSH()) };
+}
+
+/** Known-hosts checks done before any connection: a host without a pinned key is never contacted. */
+export function pinnedKeysFor(knownHosts: string, endpoints: SshEndpoint[]): Map<SshEndpoint, PinnedKeys> {
+  const entries = parseKnownHosts(knownHosts);
+  const out = new Map<SshEndpoint, PinnedKeys>();
+  const missing: SshEndpoint[] = [];
+  for (const e of endpoints) {
+    const pinned = pinnedKeys(entries, e.host, e.port);
+    if (pinned.keys.length === 0) missing.push(e);
+    out.set(e, pinned);
+  }
+  if (missing.length) {
+    throw new ConfigError(
+      `known-hosts has no host key for ${missing.map((e) => `${e.alias} (${hostKeyName(e.host, e.port)})`).join(", ")}.`,
+      {
+        problems: missing.map((e) => ({
+          path: `known-hosts ${e.alias}`,
+          message: `run \`${keyscanCommand(e.host, e.port)}\`, check the fingerprints against the server's (\`ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub\` on it), and add the lines to the known-hosts secret`,
+        })),
+        hint: "Host keys are pinned, never trusted on first use: put the known_hosts lines of every host (and the jump host) in a secret and pass it as `known-hosts`.",
+      },
+    );
+  }
+  return out;
+}
+
+const MAX_CHANNELS = 4;
+const STDOUT_LIMIT = 32 * 1024 * 1024;
+const STDERR_TAIL = 4000;
+
+/** One SSH connection to one host; every command and upload of the action is a channel on it. */
+export class SshConnection implements Remote {
+  readonly alias: string;
+  private closed = false;
+  private lostReason?: string;
+  private active = 0;
+  private queue: (() => void)[] = [];
+
+  constructor(
+    readonly endpoint: SshEndpoint,
+    private readonly client: Ssh2Client,
+    private readonly log: Log,
+  ) {
+    this.alias = endpoint.alias;
+    client.on("error", (e) => {
+      this.lostReason = e.message;
+    });
+    client.on("close", () => {
+      this.closed = true;
+    });
+  }
+
+  /** sshd limits sessions per connection (MaxSessions, 10 by default): stay well below. */
+  private async slot(): Promise<() => void> {
+    if (this.active >= MAX_CHANNELS) await new Promise<void>((r) => this.queue.push(r));
+    this.active++;
+    return () => {
+      this.active--;
+      this.queue.shift()?.();
+    };
+  }
+
+  async run(cmd: RemoteCommand): Promise<RemoteResult> {
+    if (this.closed) {
+      throw new DeployError(
+        `The SSH connection to ${this.alias} is closed${this.why()}; cannot run ${cmd.what}.`,
+        {
+          host: this.alias,
+        },
+      );
+    }
+    const release = await this.slot();
+    try {
+      return await this.exec(cmd);
+    } finally {
+      release();
+    }
+  }
+
+  private why(): string {
+    return this.lostReason ? ` (${this.lostReason})` : "";
+  }
+
+  private exec(cmd: RemoteCommand): Promise<RemoteResult> {
+    this.log.debug(`[${this.alias}] ${cmd.what}`);
+    // The login shell only sees one quoted word: the script runs in sh whatever the user's shell is.
+    const command = `sh -c ${quote(cmd.script)}`;
+    return new Promise<RemoteResult>((resolve, reject) => {
+      this.client.exec(command, (err, stream) => {
+        if (err) {
+          reject(
+            new DeployError(`Could not start ${cmd.what} on ${this.alias}: ${err.message}${this.why()}`, {
+              host: this.alias,
+            }),
+          );
+          return;
+        }
+        let stdout = "";
+        let stderr = "";
+        let exitCode: number | undefined;
+        let signal: string | undefined;
+        let timedOut = false;
+        const lines = lineSplitter(cmd.onLine);
+        stream.on("data", (d: Buffer) => {
+          if (stdout.length < STDOUT_LIMIT) stdout += d.toString();
+          lines(d);
+        });
+        stream.stderr.on("data", (d: Buffer) => {
+          stderr = (stderr + d.toString()).slice(-STDERR_TAIL * 4);
+          lines(d);
+        });
+        stream.on("exit", (code: number | null, sig?: string) => {
+          if (typeof code === "number") exitCode = code;
+          else signal = sig ?? "unknown";
+        });
+        const timer = cmd.timeoutMs
+          ? setTimeout(() => {
+              timedOut = true;
+              // OpenSSH >= 7.9 delivers the signal; closing the channel covers older servers.
+              try {
+                stream.signal("KILL");
+              } catch {}
+              stream.close();
+            }, cmd.timeoutMs)
+          : undefined;
+        stream.on("close", () => {
+          if (timer) clearTimeout(timer);
+          lines.flush();
+          const tail = redact(tailOf(stderr.trim() || stdout.trim()));
+          if (timedOut) {
+            reject(
+              new CommandError({
+                command: redact(cmd.script),
+                what: `${cmd.what} (timed out after ${Math.round(cmd.timeoutMs! / 1000)} s)`,
+                exitCode: null,
+                stderrTail: tail,
+                host: this.alias,
+                hint: cmd.hint,
+              }),
+            );
+            return;
+          }
+          if (exitCode === undefined && signal === undefined) {
+            reject(
+              new DeployError(
+                `The SSH connection to ${this.alias} was lost during ${cmd.what}${this.why()}.`,
+                {
+                  host: this.alias,
+                  hint: "Check the host's network and sshd; the action never reports an unfinished step as done.",
+                },
+              ),
+            );
+            return;
+          }
+          const result = { exitCode: exitCode ?? -1, stdout, stderr };
+          if (exitCode === 0 || cmd.allowFailure) {
+            resolve(result);
+            return;
+          }
+          reject(
+            new CommandError({
+              command: redact(cmd.script),
+              what: cmd.what,
+              exitCode: exitCode ?? null,
+              stderrTail: tail,
+              host: this.alias,
+              hint: cmd.hint,
+            }),
+          );
+        });
+        if (cmd.stdin !== undefined) stream.end(cmd.stdin);
+        else stream.end();
+      });
+    });
+  }
+
+  /** Write a file atomically: into a temporary name beside it, then rename over the old one. */
+  async upload(remotePath: string, content: string | Buffer, mode = 0o644): Promise<void> {
+    const tmp = `${remotePath}.dk-${randomBytes(4).toString("hex")}`;
+    await this.run({
+      what: `upload ${posix.basename(remotePath)}`,
+      script: script(
+        "umask 077",
+        sh`mkdir -p ${posix.dirname(remotePath)}`,
+        sh`trap ${`rm -f ${quote(tmp)}`} EXIT`,
+        sh`cat > ${tmp}`,
+        sh`chmod ${mode.toString(8)} ${tmp}`,
+        sh`mv -f ${tmp} ${remotePath}`,
+      ),
+      stdin: content,
+    });
+  }
+
+  /** A tunnel to host:port from this host (used when this connection is the jump host). */
+  forward(host: string, port: number): Promise<Duplex> {
+    return new Promise((resolve, reject) => {
+      this.client.forwardOut("127.0.0.1", 0, host, port, (err, stream) => {
+        if (err) reject(err);
+        else resolve(stream);
+      });
+    });
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    await new Promise<void>((resolve) => {
+      const t = setTimeout(() => {
+        this.client.destroy();
+        resolve();
+      }, 3000);
+      this.client.once("close", () => {
+        clearTimeout(t);
+        resolve();
+      });
+      this.client.end();
+    });
+    this.closed = true;
+  }
+}
+
+function tailOf(s: string): string {
+  return s.length > STDERR_TAIL ? `…${s.slice(-STDERR_TAIL)}` : s;
+}
+
+function lineSplitter(onLine?: (line: string) => void) {
+  let pending = "";
+  const push = (d: Buffer) => {
+    if (!onLine) return;
+    pending += d.toString();
+    const parts = pending.split("\n");
+    pending = parts.pop() ?? "";
+    for (const l of parts) onLine(redact(l));
+  };
+  push.flush = () => {
+    if (onLine && pending) onLine(redact(pending));
+    pending = "";
+  };
+  return push;
+}
+
+/**
+ * Open one connection: host key pinned (checked before authenticating), then the deploy key.
+ * Errors say which host, what was presented or offered, and what to do.
+ */
+export async function connect(
+  endpoint: SshEndpoint,
+  key: ClientKey,
+  pinned: PinnedKeys,
+  opts: ConnectOptions,
+): Promise<SshConnection> {
+  const where = `${endpoint.alias} (${endpoint.user}@${endpoint.host}:${endpoint.port}${opts.via ? ` via ${opts.via.alias}` : ""})`;
+  let sock: Duplex | undefined;
+  if (opts.via) {
+    try {
+      sock = await opts.via.forward(endpoint.host, endpoint.port);
+    } catch (e) {
+      throw new DeployError(
+        `The jump host ${opts.via.alias} could not open a tunnel to ${endpoint.host}:${endpoint.port}: ${(e as Error).message}.`,
+        {
+          host: endpoint.alias,
+          hint: "Check that the jump host reaches the host (and allows TCP forwarding: AllowTcpForwarding yes).",
+        },
+      );
+    }
+  }
+  const client = new Client();
+  let hostKeyProblem: { reason: string; presented: { type: string; fingerprint: string } } | undefined;
+  let serverMethods: string[] | undefined;
+  let offered = false;
+  const preferred = preferredHostKeyAlgorithms(pinned) as ssh2.ServerHostKeyAlgorithm[];
+  const started = Date.now();
+  await new Promise<void>((resolve, reject) => {
+    const fail = (e: Error & { level?: string; code?: string }) => {
+      client.removeAllListeners("ready");
+      reject(describeConnectError(e));
+    };
+    const describeConnectError = (e: Error & { level?: string; code?: string }): Error => {
+      if (hostKeyProblem) {
+        const expected = pinned.keys.map(
+          (k: KnownHostKey) => `${k.type} ${fingerprint(k.blob)} (known-hosts line ${k.line})`,
+        );
+        return new DeployError(
+          `Host key ${hostKeyProblem.reason === "revoked" ? "is REVOKED" : "does NOT match known-hosts"} for ${where}: refused before authenticating.\n  presented: ${hostKeyProblem.presented.type} ${hostKeyProblem.presented.fingerprint}\n  expected:  ${expected.join("\n             ")}`,
+          {
+            host: endpoint.alias,
+            hint: `If the server was rebuilt on purpose, verify its new key on the server (\`ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub\`), then replace the known-hosts lines with the output of \`${keyscanCommand(endpoint.host, endpoint.port)}\`. Otherwise treat this as a possible man-in-the-middle.`,
+          },
+        );
+      }
+      if (e.level === "client-authentication") {
+        const accepts = serverMethods?.length ? serverMethods.join(", ") : "unknown";
+        const pk = serverMethods?.includes("publickey");
+        return new DeployError(
+          `SSH authentication failed on ${where}: offered a ${key.type} key (${key.fingerprint}) for user ${endpoint.user}; the server accepts: ${accepts}.`,
+          {
+            host: endpoint.alias,
+            hint:
+              pk || !serverMethods
+                ? `Add the deploy key's public half (fingerprint ${key.fingerprint}) to ~${endpoint.user}/.ssh/authorized_keys on the host, check the user name, and check that sshd accepts ${key.type} keys (PubkeyAcceptedAlgorithms).`
+                : "The server does not accept public keys for this user: enable PubkeyAuthentication in sshd_config.",
+          },
+        );
+      }
+      if (e.level === "client-timeout") {
+        return new DeployError(
+          `No SSH handshake with ${where} within the connect timeout (${Math.round(opts.connectTimeoutMs / 1000)} s).`,
+          {
+            host: endpoint.alias,
+            hint: "Check the address, port and firewall, or raise ssh.connect-timeout in deploy-kit.yml.",
+          },
+        );
+      }
+      const code = e.code ? ` (${e.code})` : "";
+      return new DeployError(`Cannot connect to ${where}: ${e.message}${code}.`, {
+        host: endpoint.alias,
+        hint:
+          e.code === "ECONNREFUSED"
+            ? "Nothing listens on that port: check the host's port in deploy-kit.yml and that sshd runs."
+            : "Check the address, port, firewall and that the runner can reach the host (or set ssh.jump).",
+      });
+    };
+    client.once("ready", () => {
+      client.removeListener("error", fail);
+      resolve();
+    });
+    client.once("error", fail);
+    client.connect({
+      host: endpoint.host,
+      port: endpoint.port,
+      username: endpoint.user,
+      sock,
+      readyTimeout: opts.connectTimeoutMs,
+      keepaliveInterval: opts.keepaliveMs,
+      keepaliveCountMax: 3,
+      // Reorder, never extend: known key types first, so the server presents a pinned key.
+      algorithms: preferred.length
+        ? { serverHostKey: { append: [], remove: preferred, prepend: preferred } }
+        : undefined,
+      hostVerifier: (presented: Buffer) => {
+        const verdict = verifyHostKey(pinned, presented);
+        if (!verdict.ok) hostKeyProblem = verdict;
+        return verdict.ok;
+      },
+      authHandler: (methodsLeft, _partial, next) => {
+        if (methodsLeft) serverMethods = methodsLeft;
+        // ssh2 takes `false` as "no more methods" (its typings omit it).
+        if (offered) return next(false as unknown as "none");
+        offered = true;
+        next({ type: "publickey", username: endpoint.user, key: key.text });
+      },
+    });
+  });
+  opts.log.debug(`[${endpoint.alias}] connected in ${Date.now() - started} ms`);
+  return new SshConnection(endpoint, client, opts.log);
+}
