@@ -159,9 +159,3 @@ export function restoreScript(o: RestoreScriptOptions): string {
     `echo "restored $file"`,
   );
 }
-
-/** What an operator runs by hand to restore, printed when a migration fails. */
-export function manualRestoreCommand(o: RestoreScriptOptions & { path: string }): string {
-  const inner = pgRestoreArgv(o.db);
-  return `cd ${quote(o.path)} && ${o.compose} exec -T ${quote(o.service)} ${inner.map((a) => quote(a)).join(" ")} < ${quote(o.file)}`;
-}

@@ -7,7 +7,6 @@ import {
   BACKUP_RESULT,
   backupFileName,
   backupScript,
-  manualRestoreCommand,
   pgDumpArgv,
   pgRestoreArgv,
   restoreScript,
@@ -84,17 +83,6 @@ exec pg_dump -Fc "$url"`,
     });
     expect(r).toContain(
       `dk_in_service sh -c 'exec pg_restore --clean --if-exists --no-owner --single-transaction --exit-on-error -d app' < "$file"`,
-    );
-    expect(
-      manualRestoreCommand({
-        compose: "docker compose -p t5",
-        service: "db",
-        db: { database: "app" },
-        file: "/srv/t5/b.dump",
-        path: "/srv/t5",
-      }),
-    ).toBe(
-      "cd /srv/t5 && docker compose -p t5 exec -T db sh -c 'exec pg_restore --clean --if-exists --no-owner --single-transaction --exit-on-error -d app' < /srv/t5/b.dump",
     );
   });
 });

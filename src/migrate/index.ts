@@ -1,0 +1,26 @@
+// The migrate capability, for the migrate action, the all-in-one deploy, rollback and the CLI.
+export {
+  type BackupResult,
+  type BackupSettings,
+  backupDir,
+  type DbTarget,
+  restoreBackup,
+  restoreCommand,
+  takeBackup,
+} from "./backup.js";
+export {
+  checkRollbackDatabase,
+  type MigrationRecord,
+  migrateLedgerEntry,
+  migrationFor,
+  type RollbackDatabasePlan,
+  rollbackDatabasePlan,
+} from "./ledger.js";
+export {
+  type MigrateContext,
+  type MigrateOutcome,
+  MigrationFailed,
+  migrateService,
+  runMigrations,
+} from "./run.js";
+export { type StageOptions, stageMigration } from "./stage.js";
