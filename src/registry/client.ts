@@ -66,7 +66,7 @@ export class RegistryClient {
     this.credentials = opts.credentials;
     if (this.credentials) {
       registerSecret(this.credentials.password);
-      registerSecret(this.basicHeader());
+      registerSecret(basicToken(this.credentials));
     }
   }
 
@@ -168,8 +168,7 @@ export class RegistryClient {
   }
 
   private basicHeader(): string {
-    const c = this.credentials!;
-    return `Basic ${Buffer.from(`${c.username}:${c.password}`).toString("base64")}`;
+    return `Basic ${basicToken(this.credentials!)}`;
   }
 
   private async request(
@@ -327,6 +326,10 @@ interface ManifestDoc {
     platform?: { os: string; architecture: string; variant?: string };
     annotations?: Record<string, string>;
   }[];
+}
+
+function basicToken(c: Credentials): string {
+  return Buffer.from(`${c.username}:${c.password}`).toString("base64");
 }
 
 function sizeOf(doc: ManifestDoc): number {
