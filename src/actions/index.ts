@@ -1,9 +1,13 @@
 import type { ActionSpec } from "../core/run-action.js";
 import buildImage from "./build-image.js";
+import migrate from "./migrate.js";
+import smokeTest from "./smoke-test.js";
 import validateConfig from "./validate-config.js";
 
 /** Every action the bundle can run, by the directory name under actions/. */
 export const ACTIONS: Record<string, ActionSpec> = {
   "validate-config": validateConfig,
   "build-image": buildImage,
+  migrate,
+  "smoke-test": smokeTest,
 };

@@ -1,4 +1,6 @@
 // The migrate capability, for the migrate action, the all-in-one deploy, rollback and the CLI.
+
+export { type MigrateReport, type MigrateRequest, migrateOnFirstHost } from "./action-flow.js";
 export {
   type BackupResult,
   type BackupSettings,
@@ -24,3 +26,4 @@ export {
   runMigrations,
 } from "./run.js";
 export { type StageOptions, stageMigration } from "./stage.js";
+export { migrateSections } from "./summary.js";

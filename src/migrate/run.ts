@@ -42,6 +42,11 @@ export class MigrationFailed extends DeployError {
   }
 }
 
+/** A required backup could not be taken: nothing was migrated. */
+export class BackupFailed extends DeployError {
+  override name = "BackupFailed";
+}
+
 const TAIL_LINES = 30;
 
 /** The service migrations run in: migrate.service, else the first service deploy-kit sets the image of. */
@@ -98,7 +103,7 @@ export async function runMigrations(ctx: MigrateContext, log: Log): Promise<Migr
         return res;
       } catch (e) {
         if (b.required) {
-          throw new DeployError(
+          throw new BackupFailed(
             `No backup, no migration: the database backup on ${ctx.remote.alias} failed, so the migration did not run and the running release is untouched.\n${(e as Error).message}`,
             { host: ctx.remote.alias, hint: (e as { hint?: string }).hint, cause: e },
           );

@@ -245,13 +245,15 @@ describe("runMigrations", () => {
 
 describe("stageMigration", () => {
   it("uploads the compose file and an image pin apart from the live release, then pulls with the password on stdin", async () => {
-    const remote = new FakeRemote([[/docker compose version/, { stdout: "docker-compose\n" }]]);
+    const remote = new FakeRemote([
+      [/check docker, compose/, { stdout: "docker=20.10\ncompose=docker-compose\npath=dir\nwritable=yes\n" }],
+    ]);
     const p = await stageMigration(
       remote,
       {
         app: "t5-app",
         env: env("    migrate: { command: bin/migrate, service: migrator }"),
-        composeText: 'version: "3.8"\nservices: {}\n',
+        compose: { name: "compose.yml", content: 'version: "3.8"\nservices: {}\n', version: "3.8" },
         imageRef: "10.200.0.1:5001/t5/app@sha256:abc",
         login: { username: "dk", password: "pw-secret-1" },
       },
@@ -270,6 +272,31 @@ describe("stageMigration", () => {
     const pull = remote.commands.find((c) => c.what.startsWith("docker pull"))!;
     expect(pull.stdin).toBe("pw-secret-1");
     expect(pull.script).not.toContain("pw-secret-1");
+  });
+
+  it("refuses a host that is not ready, before changing anything", async () => {
+    const remote = new FakeRemote([
+      [
+        /check docker, compose/,
+        { stdout: "docker-error=permission denied\ncompose=none\npath=dir\nwritable=yes\n" },
+      ],
+    ]);
+    const err = await stageMigration(
+      remote,
+      {
+        app: "t5-app",
+        env: env(WITH_BACKUP),
+        compose: { name: "compose.yml", content: "services: {}\n" },
+        imageRef: "x@sha256:1",
+      },
+      new MemoryLog(),
+    ).catch((e) => e);
+    expect(err).toBeInstanceOf(ConfigError);
+    expect(err.problems.map((p: { message: string }) => p.message)).toEqual([
+      "docker does not answer for this user: permission denied",
+      "neither `docker compose` nor `docker-compose` is installed",
+    ]);
+    expect(remote.uploads).toEqual([]);
   });
 });
 
