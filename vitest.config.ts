@@ -5,7 +5,7 @@ export default defineConfig({
   logLevel: "error",
   test: {
     include: ["tests/**/*.test.ts"],
-    globalSetup: ["tests/support/global-setup.ts"],
+    globalSetup: ["tests/support/tally-setup.ts", "tests/support/global-setup.ts"],
     // e2e suites share one testbed (one registry, one set of hosts): run files one at a time.
     fileParallelism: false,
     testTimeout: 120_000,

@@ -7,6 +7,8 @@ import { type Config, configSchema, type Environment } from "./schema.js";
 import { closest, knownKeys } from "./suggest.js";
 
 export const MAX_CONFIG_BYTES = 1024 * 1024;
+/** More problems than this are summarised: nobody reads the 20,000th "unknown key". */
+const MAX_PROBLEMS = 50;
 
 // Values that are secrets and must come from a secret store, never from a committed file.
 const SECRET_PATTERNS: [RegExp, string][] = [
@@ -76,7 +78,7 @@ export function parseConfig(
     });
   }
   const lc = new LineCounter();
-  const doc = parseDocument(text, { lineCounter: lc, uniqueKeys: true, prettyErrors: true });
+  const doc = parseDocument(text, { lineCounter: lc, uniqueKeys: false, prettyErrors: true });
   const fail = (problems: Problem[]): never => {
     throw new ConfigError(`${file} has ${problems.length} problem${problems.length === 1 ? "" : "s"}.`, {
       problems,
@@ -115,6 +117,8 @@ export function parseConfig(
       },
     ]);
   }
+  const dupes = findDuplicateKeys(doc, lc, file);
+  if (dupes.length) fail(dupes);
   const secrets = findSecrets(doc, lc, file);
   if (secrets.length) fail(secrets);
 
@@ -125,6 +129,32 @@ export function parseConfig(
   const extra = crossChecks(config, doc, lc, file, opts.environment);
   if (extra.length) fail(extra);
   return config;
+}
+
+/** yaml's own uniqueKeys check is quadratic (seconds for 20k keys); a Set per mapping is not. */
+function findDuplicateKeys(doc: Document, lc: LineCounter, file: string): Problem[] {
+  const out: Problem[] = [];
+  visit(doc, {
+    Map(_key, node) {
+      const seen = new Set<string>();
+      for (const pair of node.items) {
+        if (!isScalar(pair.key)) continue;
+        const k = String(pair.key.value);
+        if (seen.has(k) && out.length < MAX_PROBLEMS) {
+          const pos = pair.key.range ? lc.linePos(pair.key.range[0]) : undefined;
+          out.push({
+            path: "",
+            message: `YAML: Map keys must be unique ("${k}" appears twice in one mapping)`,
+            file,
+            line: pos?.line,
+            col: pos?.col,
+          });
+        }
+        seen.add(k);
+      }
+    },
+  });
+  return out;
 }
 
 function findSecrets(doc: Document, lc: LineCounter, file: string): Problem[] {
@@ -224,11 +254,20 @@ function issuesToProblems(
   data: unknown,
 ): Problem[] {
   const problems: Problem[] = [];
+  let omitted = 0;
   for (const i of flatten(issues, data)) {
     const path = i.path as PathKey[];
+    if (problems.length >= MAX_PROBLEMS) {
+      omitted += i.code === "unrecognized_keys" ? i.keys.length : 1;
+      continue;
+    }
     if (i.code === "unrecognized_keys") {
       const known = knownKeys(configSchema, path);
       for (const key of i.keys) {
+        if (problems.length >= MAX_PROBLEMS) {
+          omitted++;
+          continue;
+        }
         const guess = closest(key, known);
         const pos = locate(doc, lc, path, key);
         problems.push({
@@ -251,6 +290,8 @@ function issuesToProblems(
     const pos = locate(doc, lc, path);
     problems.push({ path: dotted(path), message, file, ...pos });
   }
+  if (omitted)
+    problems.push({ path: "", message: `…and ${omitted} more problem(s) of the same kinds`, file });
   return problems;
 }
 

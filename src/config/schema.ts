@@ -203,7 +203,10 @@ export const configSchema = z.strictObject({
     context: z.string().default("."),
     dockerfile: z.string().default("Dockerfile"),
     "build-args": z
-      .record(z.string().regex(ENV_KEY, "not an environment variable name"), z.union([z.string(), z.number(), z.boolean()]).transform(String))
+      .record(
+        z.string().regex(ENV_KEY, "not an environment variable name"),
+        z.union([z.string(), z.number(), z.boolean()]).transform(String),
+      )
       .default({}),
     platforms: z
       .array(z.string().regex(/^[a-z0-9]+\/[a-z0-9]+(\/[a-z0-9]+)?$/, "like linux/amd64"))

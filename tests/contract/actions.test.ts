@@ -1,7 +1,7 @@
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
-import { convertActionTemplate, parseAction } from "@actions/workflow-parser/actions/index";
 import { NoOperationTraceWriter } from "@actions/workflow-parser";
+import { convertActionTemplate, parseAction } from "@actions/workflow-parser/actions/index";
 import { describe, expect, it } from "vitest";
 import { parse } from "yaml";
 import { REPO } from "../support/runner.js";
@@ -60,7 +60,8 @@ describe("action metadata contract", () => {
     it("has a generated README that matches", () => {
       const readme = join(REPO, dirname(file) === "." ? "deploy" : dirname(file), "README.md");
       expect(existsSync(readme)).toBe(true);
-      for (const name of Object.keys(meta.inputs ?? {})) expect(readFileSync(readme, "utf8")).toContain(`\`${name}\``);
+      for (const name of Object.keys(meta.inputs ?? {}))
+        expect(readFileSync(readme, "utf8")).toContain(`\`${name}\``);
     });
   });
 

@@ -3,7 +3,9 @@ import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { REPO, runBundled } from "../support/runner.js";
 
-const configs = ["examples/deploy-kit.yml", "tests/fixtures/config/good/full.yml"].filter((f) => existsSync(join(REPO, f)));
+const configs = ["examples/deploy-kit.yml", "tests/fixtures/config/good/full.yml"].filter((f) =>
+  existsSync(join(REPO, f)),
+);
 
 describe("dist/validate-config run as the runner runs it", () => {
   it.each(configs)("passes on %s and sets the outputs", async (config) => {

@@ -13,31 +13,43 @@ const fixtures = readdirSync(dir)
     const text = readFileSync(join(dir, name), "utf8");
     const header = (key: string) => new RegExp(`^# expect-${key}: ?(.*)$`, "m").exec(text)?.[1]?.trim() ?? "";
     const line = header("line");
-    return { name, text, path: header("path"), message: header("message"), line: line === "none" ? undefined : Number(line) };
+    return {
+      name,
+      text,
+      path: header("path"),
+      message: header("message"),
+      line: line === "none" ? undefined : Number(line),
+    };
   });
 
 describe("bad config corpus", () => {
   it("has at least 40 cases", () => expect(fixtures.length).toBeGreaterThanOrEqual(40));
 
-  it.each(fixtures)("$name: a ConfigError naming the path and line", ({ name, text, path, message, line }) => {
-    let error: unknown;
-    try {
-      parseConfig(text, name);
-    } catch (e) {
-      error = e;
-    }
-    expect(error, "expected the config to be refused").toBeInstanceOf(ConfigError);
-    const problems = (error as ConfigError).problems;
-    expect(problems.length).toBeGreaterThan(0);
-    const match = problems.find((p) => p.path === path && p.message.includes(message));
-    expect(match, `no problem at ${path} containing "${message}" in ${JSON.stringify(problems)}`).toBeDefined();
-    if (line !== undefined) expect(match!.line).toBe(line);
-    expect(match!.file).toBe(name);
-    // What a person reads: message and location, never a stack trace.
-    const text2 = describeError(error);
-    expect(text2).not.toMatch(/\n\s+at .+\(.+:\d+:\d+\)/);
-    expect(text2).toContain(name);
-  });
+  it.each(fixtures)(
+    "$name: a ConfigError naming the path and line",
+    ({ name, text, path, message, line }) => {
+      let error: unknown;
+      try {
+        parseConfig(text, name);
+      } catch (e) {
+        error = e;
+      }
+      expect(error, "expected the config to be refused").toBeInstanceOf(ConfigError);
+      const problems = (error as ConfigError).problems;
+      expect(problems.length).toBeGreaterThan(0);
+      const match = problems.find((p) => p.path === path && p.message.includes(message));
+      expect(
+        match,
+        `no problem at ${path} containing "${message}" in ${JSON.stringify(problems)}`,
+      ).toBeDefined();
+      if (line !== undefined) expect(match!.line).toBe(line);
+      expect(match!.file).toBe(name);
+      // What a person reads: message and location, never a stack trace.
+      const text2 = describeError(error);
+      expect(text2).not.toMatch(/\n\s+at .+\(.+:\d+:\d+\)/);
+      expect(text2).toContain(name);
+    },
+  );
 
   it("never echoes a secret value it refuses", () => {
     const text = `version: 1\napp: a\nimage: { name: x/y }\nenvironments:\n  s:\n    url: https://admin:hunter2@s.example.com\n    hosts: [h]\n    path: /srv/a\n    compose: { service: api }\n`;
