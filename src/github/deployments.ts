@@ -1,6 +1,7 @@
 import { Octokit } from "@octokit/rest";
 import type { Log } from "../core/log.js";
 import { registerSecret } from "../core/secrets.js";
+import { runUrl } from "../core/workspace.js";
 
 /** The deployment states deploy-kit reports (a subset of what the Deployments API accepts). */
 export type DeploymentState = "in_progress" | "success" | "failure" | "error" | "inactive";
@@ -20,7 +21,7 @@ export interface StatusReport extends GitHubTarget {
   environment: string;
   /** The commit the deployment is for; default GITHUB_SHA. */
   sha?: string;
-  /** The run (or job) page: the "View logs" link of the deployment. */
+  /** The run (or job) page: the "View logs" link of the deployment; default this run's URL. */
   logUrl?: string;
   /** The deployed app's URL: the "View deployment" link. */
   environmentUrl?: string;
@@ -141,12 +142,13 @@ export async function reportDeploymentStatus(report: StatusReport, log: Log): Pr
       return undefined;
     }
     const { octokit, owner, repo } = client(report, log);
+    const logUrl = report.logUrl ?? runUrl();
     await octokit.rest.repos.createDeploymentStatus({
       owner,
       repo,
       deployment_id: id,
       state: report.state,
-      ...(report.logUrl ? { log_url: report.logUrl } : {}),
+      ...(logUrl ? { log_url: logUrl } : {}),
       ...(report.environmentUrl ? { environment_url: report.environmentUrl } : {}),
       ...(report.description ? { description: report.description.slice(0, 140) } : {}),
       // A successful deploy makes the environment's earlier deployments inactive.

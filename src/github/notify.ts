@@ -1,6 +1,7 @@
 import type { Config } from "../config/schema.js";
 import type { Log } from "../core/log.js";
 import { registerSecret } from "../core/secrets.js";
+import { runUrl } from "../core/workspace.js";
 
 export type Outcome = "success" | "failure" | "rolled-back";
 
@@ -15,8 +16,9 @@ export interface DeployFacts {
   /** name@sha256:… as deployed (or as attempted). */
   imageRef?: string;
   releaseId?: string;
-  /** Who started it: GITHUB_ACTOR, or user@machine from the CLI. */
+  /** Who started it (default GITHUB_ACTOR); user@machine from the CLI. */
   actor?: string;
+  /** The run page (default: this run's URL on GitHub). */
   runUrl?: string;
   /** The environment URL. */
   url?: string;
@@ -183,6 +185,11 @@ async function post(
  */
 export async function notify(opts: NotifyOptions, log: Log): Promise<{ sent: Channel[]; failed: Channel[] }> {
   const env = opts.env ?? process.env;
+  const facts: DeployFacts = {
+    ...opts,
+    actor: opts.actor ?? process.env.GITHUB_ACTOR,
+    runUrl: opts.runUrl ?? runUrl(),
+  };
   const sent: Channel[] = [];
   const failed: Channel[] = [];
   const jobs = CHANNELS.flatMap(({ channel, key, label }) => {
@@ -201,7 +208,7 @@ export async function notify(opts: NotifyOptions, log: Log): Promise<{ sent: Cha
       return [];
     }
     return [
-      post(url, PAYLOAD[channel](opts), {
+      post(url, PAYLOAD[channel](facts), {
         timeoutMs: opts.timeoutMs ?? 10_000,
         retryDelayMs: opts.retryDelayMs ?? 1000,
       }).then((problem) => {
@@ -209,7 +216,7 @@ export async function notify(opts: NotifyOptions, log: Log): Promise<{ sent: Cha
           log.warn(`${label} notification (${name}) failed: ${problem}. The deploy result is unchanged.`);
           failed.push(channel);
         } else {
-          log.info(`${label} notified (${opts.outcome}).`);
+          log.info(`${label} notified (${facts.outcome}).`);
           sent.push(channel);
         }
       }),

@@ -236,15 +236,18 @@ describe("reportDeploymentStatus", () => {
     expect(log.text()).not.toContain(TOKEN);
   });
 
-  it("reads the repository, sha, run and API root from the runner's environment by default", async () => {
+  it("reads the repository, sha, run, log URL and API root from the runner's environment by default", async () => {
     api.add(60, "staging", [["in_progress", "31"]]);
-    const saved = { ...process.env };
-    Object.assign(process.env, {
+    const runnerEnv = {
       GITHUB_REPOSITORY: "acme/shop",
       GITHUB_SHA: SHA,
       GITHUB_RUN_ID: "31",
+      GITHUB_RUN_ATTEMPT: "2",
+      GITHUB_SERVER_URL: "https://github.com",
       GITHUB_API_URL: api.baseUrl,
-    });
+    };
+    const saved = { ...process.env };
+    Object.assign(process.env, runnerEnv);
     try {
       expect(
         await reportDeploymentStatus(
@@ -252,8 +255,9 @@ describe("reportDeploymentStatus", () => {
           new MemoryLog(),
         ),
       ).toBe(60);
+      expect(api.requests.find((r) => r.method === "POST")!.body?.log_url).toBe(`${RUN}/31/attempts/2`);
     } finally {
-      for (const k of ["GITHUB_REPOSITORY", "GITHUB_SHA", "GITHUB_RUN_ID", "GITHUB_API_URL"]) {
+      for (const k of Object.keys(runnerEnv)) {
         if (saved[k] === undefined) delete process.env[k];
         else process.env[k] = saved[k];
       }

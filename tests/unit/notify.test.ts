@@ -132,6 +132,38 @@ describe("notify", () => {
     });
   });
 
+  it("takes the actor and run URL from the runner when the caller gives none", async () => {
+    const runnerEnv = {
+      GITHUB_ACTOR: "hubot",
+      GITHUB_REPOSITORY: "acme/shop",
+      GITHUB_RUN_ID: "91",
+      GITHUB_SERVER_URL: "https://github.com",
+    };
+    const saved = { ...process.env };
+    Object.assign(process.env, runnerEnv);
+    try {
+      await notify(
+        {
+          ...facts,
+          actor: undefined,
+          runUrl: undefined,
+          notify: { "webhook-env": "DEPLOY_WEBHOOK_URL" },
+          env: env(),
+        },
+        new MemoryLog(),
+      );
+    } finally {
+      for (const k of Object.keys(runnerEnv)) {
+        if (saved[k] === undefined) delete process.env[k];
+        else process.env[k] = saved[k];
+      }
+    }
+    expect(received[0]!.body).toMatchObject({
+      actor: "hubot",
+      runUrl: "https://github.com/acme/shop/actions/runs/91",
+    });
+  });
+
   it("sends nothing when the config has no notify section", async () => {
     const log = new MemoryLog();
     expect(await notify({ ...facts, notify: undefined, env: env() }, log)).toEqual({ sent: [], failed: [] });
