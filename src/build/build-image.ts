@@ -16,14 +16,20 @@ import {
 import { CommandError, ConfigError, DeployError } from "../core/errors.js";
 import type { Log } from "../core/log.js";
 import { type LocalExecutor, ProcessExecutor } from "../exec/local.js";
-import { type Credentials, type Manifest, RegistryClient } from "../registry/client.js";
-import type { ImageRepository } from "../registry/reference.js";
+import {
+  type Credentials,
+  type Manifest,
+  RegistryClient,
+  type RegistryOptions,
+  resolveTag,
+} from "../registry/client.js";
+import { type ImageRepository, parseImageName } from "../registry/reference.js";
 import {
   createTempDockerConfig,
   credentialsFromDockerConfig,
   type TempDockerConfig,
 } from "./docker-config.js";
-import { type BuildPlan, type ImageSpec, planBuild, taggedRefs } from "./plan.js";
+import { type BuildPlan, type ImageSpec, planBuild, shaTag, taggedRefs } from "./plan.js";
 
 export type CacheChoice = "auto" | "none" | "gha" | "registry";
 
@@ -435,4 +441,18 @@ async function promote(
     const size = await registry.imageSize(plan.repository.repository, existing);
     return { ...size, compressed: true };
   });
+}
+
+/**
+ * name@sha256:… of the image built for commit `sha` (its `sha-<12 hex>` tag), or undefined when
+ * that commit was never built: production deploys this digest instead of rebuilding.
+ */
+export async function imageForSha(
+  name: string,
+  sha: string,
+  opts: Omit<RegistryOptions, "registry" | "apiHost"> = {},
+): Promise<string | undefined> {
+  const repo = parseImageName(name);
+  const digest = await resolveTag(repo.name, shaTag(sha), opts);
+  return digest && `${repo.name}@${digest}`;
 }

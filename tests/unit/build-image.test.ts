@@ -7,6 +7,7 @@ import {
   buildImage,
   chooseCache,
   defaultBuildDeps,
+  imageForSha,
 } from "../../src/build/build-image.js";
 import { createTempDockerConfig } from "../../src/build/docker-config.js";
 import { argvToShell } from "../../src/commands/shell.js";
@@ -264,5 +265,15 @@ describe("chooseCache", () => {
     const r = chooseCache(choice, c);
     expect(r.used).toBe(used);
     expect(Boolean(r.warning)).toBe(warns);
+  });
+});
+
+describe("imageForSha (promotion lookup)", () => {
+  it("finds the digest built for a commit, and nothing for an unbuilt one", async () => {
+    const digest = reg.digestOf("t4-unit", "sha-89abcdef0123")!;
+    expect(await imageForSha(`${host}/t4-unit`, SHA, { credentials: creds })).toBe(
+      `${host}/t4-unit@${digest}`,
+    );
+    expect(await imageForSha(`${host}/t4-unit`, "9".repeat(40), { credentials: creds })).toBeUndefined();
   });
 });
