@@ -270,10 +270,9 @@ describe("chooseCache", () => {
 
 describe("imageForSha (promotion lookup)", () => {
   it("finds the digest built for a commit, and nothing for an unbuilt one", async () => {
-    const digest = reg.digestOf("t4-unit", "sha-89abcdef0123")!;
-    expect(await imageForSha(`${host}/t4-unit`, SHA, { credentials: creds })).toBe(
-      `${host}/t4-unit@${digest}`,
-    );
-    expect(await imageForSha(`${host}/t4-unit`, "9".repeat(40), { credentials: creds })).toBeUndefined();
+    const digest = reg.put("t4-lookup", "sha-89abcdef0123", imageManifest("lookup"));
+    const name = `${host}/t4-lookup`;
+    expect(await imageForSha(name, SHA, { credentials: creds })).toBe(`${name}@${digest}`);
+    expect(await imageForSha(name, "9".repeat(40), { credentials: creds })).toBeUndefined();
   });
 });
