@@ -96,13 +96,20 @@ function expressionsInRun(wf: Workflow): string[] {
   );
 }
 
-function actionYml(
-  path: string,
-):
-  | { inputs?: Record<string, { required?: boolean; default?: unknown }>; outputs?: Record<string, unknown> }
-  | undefined {
+type ActionMeta = {
+  inputs?: Record<string, { required?: boolean; default?: unknown }>;
+  outputs?: Record<string, unknown>;
+};
+
+/** The action.yml at a path of this repository, or why there is none usable. */
+function actionYml(path: string): ActionMeta | string {
   const file = join(REPO, path, "action.yml");
-  return existsSync(file) ? parse(readFileSync(file, "utf8")) : undefined;
+  if (!existsSync(file)) return `no ${path}/action.yml in this repository`;
+  try {
+    return parse(readFileSync(file, "utf8")) as ActionMeta;
+  } catch (e) {
+    return `${path}/action.yml is not valid YAML: ${(e as Error).message.split("\n")[0]}`;
+  }
 }
 
 /**
@@ -133,8 +140,8 @@ function kitReferenceProblems(wf: Workflow): string[] {
         problems.push(`${where}: a tag reference can drift; use $/`);
       if (!uses.startsWith("$/")) continue;
       const meta = actionYml(uses.slice(2));
-      if (!meta) {
-        problems.push(`${where}: no ${uses.slice(2)}/action.yml in this repository`);
+      if (typeof meta === "string") {
+        problems.push(`${where}: ${meta}`);
         if (step.id) outputsOf.set(step.id, "unknown");
         continue;
       }
