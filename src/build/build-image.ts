@@ -188,7 +188,8 @@ export async function buildImage(
     });
     if (cache.warning) log.warn(cache.warning);
 
-    if (opts.push && loginWith && temp) {
+    // Logged in even without push: a FROM line may name a private base image in this registry.
+    if (loginWith && temp) {
       await deps.exec.run({
         argv: dockerLoginArgv(repo.registry, loginWith.username),
         input: loginWith.password,

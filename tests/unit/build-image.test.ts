@@ -148,12 +148,13 @@ describe("buildImage with the classic builder", () => {
     for (const t of ["3.1.0", "3.1", "3"]) expect(reg.digestOf("t4-unit", t)).toBe(digest);
   });
 
-  it("push: false touches no registry and reports the local image", async () => {
+  it("push: false pushes nothing, reports the local image, and still logs in for private base images", async () => {
     const { exec, deps } = setup({ buildx: false });
     const before = reg.requests.length;
     const r = await buildImage(opts({ push: false, sha: "f".repeat(40) }), new MemoryLog(), deps);
     expect(reg.requests.length).toBe(before);
-    expect(exec.lines().some((l) => l.startsWith("docker push") || l.startsWith("docker login"))).toBe(false);
+    expect(exec.lines().some((l) => l.startsWith("docker push"))).toBe(false);
+    expect(exec.lines()[1]).toBe(`docker login --username dk --password-stdin ${host}`);
     expect(r).toMatchObject({
       imageRef: `${host}/t4-unit:sha-ffffffffffff`,
       imageId: "sha256:1111111111111111111111111111111111111111111111111111111111111111",
@@ -184,6 +185,20 @@ describe("buildImage with the classic builder", () => {
     const r = await buildImage(opts({ push: false, cache: "gha", sha: "e".repeat(40) }), log, deps);
     expect(r.cache).toContain("local layer cache");
     expect(log.text()).toContain("warning: cache: gha needs docker buildx");
+  });
+});
+
+describe("buildImage without credentials", () => {
+  it("uses the user's docker config as it is: no temporary config, no login", async () => {
+    const { exec, deps, temps } = setup({ buildx: false });
+    await buildImage(
+      opts({ push: false, credentials: undefined, sha: "d".repeat(40) }),
+      new MemoryLog(),
+      deps,
+    );
+    expect(temps).toEqual([]);
+    expect(exec.lines().some((l) => l.startsWith("docker login"))).toBe(false);
+    for (const c of exec.calls) expect(c.env?.DOCKER_CONFIG).toBeUndefined();
   });
 });
 
