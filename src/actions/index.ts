@@ -1,6 +1,8 @@
 import type { ActionSpec } from "../core/run-action.js";
 import buildImage from "./build-image.js";
+import deploySsh from "./deploy-ssh.js";
 import migrate from "./migrate.js";
+import rollback from "./rollback.js";
 import smokeTest from "./smoke-test.js";
 import validateConfig from "./validate-config.js";
 
@@ -8,6 +10,8 @@ import validateConfig from "./validate-config.js";
 export const ACTIONS: Record<string, ActionSpec> = {
   "validate-config": validateConfig,
   "build-image": buildImage,
+  "deploy-ssh": deploySsh,
+  rollback,
   migrate,
   "smoke-test": smokeTest,
 };

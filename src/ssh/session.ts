@@ -215,7 +215,7 @@ export class SshConnection implements Remote {
             reject(
               new CommandError({
                 command: redact(cmd.script),
-                what: `${cmd.what} (timed out after ${Math.round(cmd.timeoutMs! / 1000)} s)`,
+                what: `${cmd.what} (timed out after ${cmd.timeoutMs! / 1000} s)`,
                 exitCode: null,
                 stderrTail: tail,
                 host: this.alias,

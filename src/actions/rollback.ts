@@ -1,0 +1,83 @@
+import * as core from "@actions/core";
+import { z } from "zod";
+import { ConfigError } from "../core/errors.js";
+import { input, readInputs, setOutputs } from "../core/inputs.js";
+import type { Log } from "../core/log.js";
+import type { ActionSpec } from "../core/run-action.js";
+import { writeSummary } from "../core/summary.js";
+import { runUrl, workspacePath } from "../core/workspace.js";
+import { type HeldLockRecord, releaseRecordedLock, withLockedEnvironment } from "../deploy/operation.js";
+import { rollbackRelease } from "../deploy/release.js";
+import { hostSections } from "../deploy/summary.js";
+import { lockOwner } from "../release/lock.js";
+import { lockState, registryInputs, requireKnownHosts } from "./deploy-ssh.js";
+
+export const inputs = {
+  config: input.string("deploy-kit.yml"),
+  environment: z.string().min(1, "required: the environment to roll back"),
+  to: input.optional(),
+  "ssh-key": input.string(),
+  "known-hosts": input.string(),
+  "registry-username": input.optional(),
+  "registry-password": input.optional(),
+  "restore-backup": input.bool(false),
+};
+
+async function main(log: Log): Promise<void> {
+  const i = readInputs(inputs);
+  requireKnownHosts(i["known-hosts"]);
+  if (i["restore-backup"]) {
+    // Restoring the database is the migrate capability's; until it is wired in, refuse rather
+    // than roll back the code alone while the user asked for the data too.
+    throw new ConfigError("restore-backup: true is not available in this build of the rollback action.", {
+      hint: "Roll back without restore-backup, then restore the backup by hand from <path>/.deploy-kit/backups/ on the host.",
+    });
+  }
+  const result = await withLockedEnvironment(
+    {
+      configFile: workspacePath(i.config),
+      environment: i.environment,
+      secrets: { sshKey: i["ssh-key"], knownHosts: i["known-hosts"] },
+      log,
+      state: lockState,
+    },
+    ({ config, env, compose, remotes }) =>
+      rollbackRelease(remotes, {
+        config,
+        env,
+        compose,
+        registry: registryInputs(i),
+        actor: process.env.GITHUB_ACTOR || lockOwner(),
+        runUrl: runUrl(),
+        log,
+        to: i.to,
+      }),
+  );
+  setOutputs({
+    "release-id": result.releaseId,
+    "target-release-id": result.targetReleaseId,
+    "image-ref": result.imageRef,
+  });
+  await writeSummary(
+    result.error
+      ? `deploy-kit: rollback on ${i.environment} failed`
+      : `deploy-kit: ${i.environment} rolled back to ${result.targetReleaseId}`,
+    hostSections(result.hosts, [`Image \`${result.imageRef}\`, ledger entry \`${result.releaseId}\``]),
+  );
+  if (result.error) throw result.error;
+}
+
+async function post(log: Log): Promise<void> {
+  const saved = core.getState("lock");
+  if (!saved) return;
+  const i = readInputs(inputs);
+  await releaseRecordedLock({
+    configFile: workspacePath(i.config),
+    environment: i.environment,
+    secrets: { sshKey: i["ssh-key"], knownHosts: i["known-hosts"] },
+    record: JSON.parse(saved) as HeldLockRecord,
+    log,
+  });
+}
+
+export default { main, post } satisfies ActionSpec;

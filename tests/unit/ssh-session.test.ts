@@ -1,0 +1,224 @@
+import { spawn } from "node:child_process";
+import { mkdtempSync, readdirSync, readFileSync, statSync } from "node:fs";
+import { connect as netConnect } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import ssh2 from "ssh2";
+import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { CommandError, DeployError } from "../../src/core/errors.js";
+import { MemoryLog } from "../../src/core/log.js";
+import { forgetSecrets, registerSecret } from "../../src/core/secrets.js";
+import { fingerprint, parseKnownHosts, pinnedKeys } from "../../src/ssh/known-hosts.js";
+import { connect, parsePrivateKey, type SshConnection } from "../../src/ssh/session.js";
+
+const { Server, utils } = ssh2;
+
+/**
+ * A real SSH server in the test process (ssh2's Server): exec runs `sh -c` locally, direct-tcpip
+ * tunnels connect for real. It counts handshakes and authentication attempts.
+ */
+function startServer(opts: { allowedKey: string; hostKey: string; acceptPublicKey?: boolean }) {
+  const allowed = utils.parseKey(opts.allowedKey) as ssh2.ParsedKey;
+  const stats = { connections: 0, authAttempts: 0, ready: 0 };
+  const server = new Server({ hostKeys: [opts.hostKey] }, (client) => {
+    stats.connections++;
+    client.on("authentication", (ctx) => {
+      stats.authAttempts++;
+      if (ctx.method !== "publickey" || opts.acceptPublicKey === false)
+        return ctx.reject(opts.acceptPublicKey === false ? ["password"] : ["publickey", "password"]);
+      if (ctx.key.algo !== allowed.type || !ctx.key.data.equals(allowed.getPublicSSH()))
+        return ctx.reject(["publickey"]);
+      if (!ctx.signature) return ctx.accept();
+      if (allowed.verify(ctx.blob!, ctx.signature, ctx.hashAlgo) !== true) return ctx.reject(["publickey"]);
+      ctx.accept();
+    });
+    client.on("ready", () => {
+      stats.ready++;
+      client.on("session", (accept) => {
+        const session = accept();
+        session.on("exec", (acceptExec, _reject, info) => {
+          const stream = acceptExec();
+          const child = spawn("/bin/sh", ["-c", info.command]);
+          stream.pipe(child.stdin);
+          child.stdout.pipe(stream, { end: false });
+          child.stderr.pipe(stream.stderr, { end: false });
+          session.on("signal", () => child.kill("SIGKILL"));
+          stream.on("close", () => child.kill("SIGKILL"));
+          child.on("close", (code) => {
+            try {
+              stream.exit(code ?? 255);
+              stream.end();
+            } catch {}
+          });
+        });
+      });
+      client.on("tcpip", (accept, _reject, info) => {
+        const stream = accept();
+        const sock = netConnect(info.destPort, info.destIP);
+        stream.pipe(sock).pipe(stream);
+        sock.on("error", () => stream.close());
+      });
+    });
+    client.on("error", () => {});
+  });
+  return new Promise<{ port: number; stats: typeof stats; close: () => void }>((resolve) => {
+    server.listen(0, "127.0.0.1", () => {
+      const port = (server.address() as { port: number }).port;
+      resolve({ port, stats, close: () => server.close() });
+    });
+  });
+}
+
+const clientPair = utils.generateKeyPairSync("ed25519");
+const otherPair = utils.generateKeyPairSync("ed25519");
+const hostPair = utils.generateKeyPairSync("ed25519");
+const impostorPair = utils.generateKeyPairSync("ed25519");
+const key = parsePrivateKey(clientPair.private);
+const log = new MemoryLog();
+
+function pinnedFor(port: number, hostPublic = hostPair.public) {
+  const [type, b64] = hostPublic.trim().split(" ");
+  return pinnedKeys(parseKnownHosts(`[127.0.0.1]:${port} ${type} ${b64}`), "127.0.0.1", port);
+}
+const endpoint = (port: number, alias = "web-1") => ({ host: "127.0.0.1", port, user: "deploy", alias });
+const opts = { connectTimeoutMs: 5000, keepaliveMs: 10_000, log };
+
+describe("SshConnection against a real SSH server", () => {
+  let srv: Awaited<ReturnType<typeof startServer>>;
+  let conn: SshConnection;
+  beforeAll(async () => {
+    srv = await startServer({ allowedKey: clientPair.public, hostKey: hostPair.private });
+    conn = await connect(endpoint(srv.port), key, pinnedFor(srv.port), opts);
+  });
+  afterAll(async () => {
+    await conn.close();
+    srv.close();
+    forgetSecrets();
+  });
+
+  test("runs scripts, streams stdin, returns exit codes", async () => {
+    const r = await conn.run({ what: "echo", script: "set -eu\necho hello; echo warn >&2" });
+    expect(r).toEqual({ exitCode: 0, stdout: "hello\n", stderr: "warn\n" });
+    const cat = await conn.run({ what: "cat", script: "cat | tr a-z A-Z", stdin: "from stdin" });
+    expect(cat.stdout).toBe("FROM STDIN");
+    const failing = await conn.run({ what: "false", script: "exit 3", allowFailure: true });
+    expect(failing.exitCode).toBe(3);
+  });
+
+  test("a non-zero exit throws with the host alias, the step and the stderr tail, secrets redacted", async () => {
+    registerSecret("s3cr3t-value-123");
+    const err = await conn
+      .run({
+        what: "docker compose up",
+        script: "set -eu\necho 'password s3cr3t-value-123 rejected' >&2\nfalse\necho never",
+      })
+      .catch((e) => e);
+    expect(err).toBeInstanceOf(CommandError);
+    expect(err.host).toBe("web-1");
+    expect(err.exitCode).toBe(1);
+    expect(err.message).toContain("docker compose up on web-1 exited 1");
+    expect(err.message).toContain("password *** rejected");
+    expect(err.message).not.toContain("s3cr3t");
+  });
+
+  test("a value with shell metacharacters reaches the script as data", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "dk-ssh-"));
+    const evil = `x'; touch ${dir}/canary; echo '`;
+    const { quote } = await import("../../src/commands/shell.js");
+    const r = await conn.run({ what: "echo", script: `printf %s ${quote(evil)}` });
+    expect(r.stdout).toBe(evil);
+    expect(readdirSync(dir)).toEqual([]);
+  });
+
+  test("a timeout kills the command and says so", async () => {
+    const t = Date.now();
+    const err = await conn.run({ what: "slow step", script: "sleep 20", timeoutMs: 300 }).catch((e) => e);
+    expect(Date.now() - t).toBeLessThan(5000);
+    expect(err).toBeInstanceOf(CommandError);
+    expect(err.message).toContain("slow step (timed out after 0.3 s) on web-1 was killed");
+  });
+
+  test("uploads atomically with the mode asked for", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "dk-up-"));
+    await conn.upload(`${dir}/sub/compose.yml`, "services: {}\n", 0o640);
+    expect(readFileSync(`${dir}/sub/compose.yml`, "utf8")).toBe("services: {}\n");
+    expect(statSync(`${dir}/sub/compose.yml`).mode & 0o777).toBe(0o640);
+    expect(readdirSync(`${dir}/sub`)).toEqual(["compose.yml"]);
+  });
+
+  test("many commands, one connection (channels are multiplexed and bounded)", async () => {
+    const before = srv.stats.connections;
+    const results = await Promise.all(
+      Array.from({ length: 12 }, (_, i) => conn.run({ what: `n${i}`, script: `echo ${i}` })),
+    );
+    expect(results.map((r) => r.stdout.trim())).toEqual(Array.from({ length: 12 }, (_, i) => String(i)));
+    expect(srv.stats.connections - before).toBe(0);
+    expect(srv.stats.ready).toBe(1);
+  });
+});
+
+describe("connection refusals", () => {
+  test("a host key that does not match is refused before authenticating, showing both fingerprints", async () => {
+    const srv = await startServer({ allowedKey: clientPair.public, hostKey: impostorPair.private });
+    try {
+      const err = await connect(endpoint(srv.port), key, pinnedFor(srv.port), opts).catch((e) => e);
+      expect(err).toBeInstanceOf(DeployError);
+      const presented = fingerprint(Buffer.from(impostorPair.public.split(" ")[1]!, "base64"));
+      const expected = fingerprint(Buffer.from(hostPair.public.split(" ")[1]!, "base64"));
+      expect(err.message).toContain("does NOT match known-hosts for web-1");
+      expect(err.message).toContain(`presented: ssh-ed25519 ${presented}`);
+      expect(err.message).toContain(`expected:  ssh-ed25519 ${expected}`);
+      expect(err.hint).toContain(`ssh-keyscan -p ${srv.port}`);
+      expect(srv.stats.authAttempts).toBe(0);
+    } finally {
+      srv.close();
+    }
+  });
+
+  test("an unknown key: the message names the key type offered and what the server accepts", async () => {
+    const srv = await startServer({ allowedKey: otherPair.public, hostKey: hostPair.private });
+    try {
+      const err = await connect(endpoint(srv.port), key, pinnedFor(srv.port), opts).catch((e) => e);
+      expect(err).toBeInstanceOf(DeployError);
+      expect(err.message).toContain(`offered a ssh-ed25519 key (${key.fingerprint}) for user deploy`);
+      expect(err.message).toContain("the server accepts: publickey");
+      expect(err.hint).toContain("authorized_keys");
+    } finally {
+      srv.close();
+    }
+  });
+
+  test("a port where nothing listens fails with the host and what to check", async () => {
+    const srv = await startServer({ allowedKey: clientPair.public, hostKey: hostPair.private });
+    const port = srv.port;
+    srv.close();
+    await new Promise((r) => setTimeout(r, 50));
+    const err = await connect(endpoint(port), key, pinnedFor(port), opts).catch((e) => e);
+    expect(err).toBeInstanceOf(DeployError);
+    expect(err.message).toContain(`Cannot connect to web-1 (deploy@127.0.0.1:${port})`);
+    expect(err.message).toContain("ECONNREFUSED");
+  });
+
+  test("through a jump host: one connection to each", async () => {
+    const jump = await startServer({ allowedKey: clientPair.public, hostKey: impostorPair.private });
+    const target = await startServer({ allowedKey: clientPair.public, hostKey: hostPair.private });
+    try {
+      const via = await connect(
+        endpoint(jump.port, "bastion"),
+        key,
+        pinnedFor(jump.port, impostorPair.public),
+        opts,
+      );
+      const conn = await connect(endpoint(target.port), key, pinnedFor(target.port), { ...opts, via });
+      const r = await conn.run({ what: "hello", script: "echo via-jump" });
+      expect(r.stdout).toBe("via-jump\n");
+      expect(jump.stats.ready).toBe(1);
+      expect(target.stats.ready).toBe(1);
+      await conn.close();
+      await via.close();
+    } finally {
+      jump.close();
+      target.close();
+    }
+  });
+});
