@@ -1,6 +1,6 @@
 import { execFileSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -201,5 +201,30 @@ describe("build-image against the testbed registry", () => {
     expect(r.outputs["image-id"]).toBe(docker(["image", "inspect", "--format", "{{.Id}}", ref]));
     expect(await registryDigest(`sha-${localSha.slice(0, 12)}`)).toBeUndefined();
     docker(["image", "rm", "-f", r.outputs["image-id"]!]);
+  });
+
+  it("the post step deletes a temporary DOCKER_CONFIG a cancelled run left behind, and nothing else", async () => {
+    const parent = mkdtempSync(join(tmpdir(), "t4-post-"));
+    const left = join(parent, "dk-docker-config-abc123");
+    const other = join(parent, "not-ours");
+    mkdirSync(left);
+    mkdirSync(other);
+    writeFileSync(join(left, "config.json"), "{}");
+    try {
+      const r = await runBundled("build-image", {
+        cwd: ws,
+        state: { isPost: "true", "docker-config": left },
+      });
+      expect(r.exitCode).toBe(0);
+      expect(existsSync(left)).toBe(false);
+      const r2 = await runBundled("build-image", {
+        cwd: ws,
+        state: { isPost: "true", "docker-config": other },
+      });
+      expect(r2.exitCode).toBe(0);
+      expect(existsSync(other)).toBe(true);
+    } finally {
+      rmSync(parent, { recursive: true, force: true });
+    }
   });
 });
