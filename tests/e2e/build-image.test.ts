@@ -150,6 +150,8 @@ describe("build-image against the testbed registry", () => {
       expect(health).toMatchObject({ git_sha: sha, version: "0.4.2" });
     } finally {
       docker(["rm", "-f", name]);
+      // The pulled copy is this test's own; the base image layers it shares stay.
+      docker(["image", "rm", "-f", ref]);
       rmSync(config, { recursive: true, force: true });
     }
   });
