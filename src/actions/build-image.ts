@@ -18,6 +18,7 @@ import { parseImageName } from "../registry/reference.js";
 export const inputs = {
   config: input.string("deploy-kit.yml"),
   push: input.bool(true),
+  "allow-build": input.bool(true),
   tags: input.list(),
   version: input.optional(),
   "registry-username": input.optional(),
@@ -96,6 +97,7 @@ async function main(log: Log): Promise<void> {
       version: i.version,
       extraTags: i.tags,
       push: i.push,
+      allowBuild: i["allow-build"],
       credentials,
       insecureRegistry: i["insecure-registry"],
       cache: i.cache,

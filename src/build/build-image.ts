@@ -42,6 +42,11 @@ export interface BuildImageOptions {
   version?: string;
   extraTags?: string[];
   push: boolean;
+  /**
+   * false: only promote. When the sha tag does not exist the build fails instead of building, so
+   * production never runs an image staging did not run.
+   */
+  allowBuild?: boolean;
   /** Logged in through a temporary DOCKER_CONFIG; without them, an earlier docker login is used. */
   credentials?: Credentials;
   insecureRegistry?: boolean;
@@ -119,6 +124,15 @@ export async function buildImage(
     now: opts.now,
   });
   const repo = plan.repository;
+  const allowBuild = opts.allowBuild ?? true;
+  if (!allowBuild && !opts.push) {
+    throw new ConfigError(
+      "allow-build: false only promotes an image from the registry, so it needs push: true.",
+      {
+        hint: "Set push: true (the default), or allow-build: true to build locally.",
+      },
+    );
+  }
   const context = resolve(opts.workspace, plan.context);
   const dockerfile = resolve(opts.workspace, plan.dockerfile);
   checkSources(plan, context, dockerfile);
@@ -158,6 +172,14 @@ export async function buildImage(
         size,
         durationMs: deps.clock() - started,
       };
+    }
+    if (!allowBuild) {
+      throw new DeployError(
+        `No image was built for commit ${plan.sha}: ${repo.name}:${plan.shaTag} does not exist in ${repo.registry}, and allow-build is false.`,
+        {
+          hint: "Promotion deploys the image staging built and ran: deploy this commit to staging first, or set allow-build: true to build it here.",
+        },
+      );
     }
   }
 

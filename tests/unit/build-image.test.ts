@@ -227,6 +227,26 @@ describe("buildImage with buildx", () => {
 });
 
 describe("buildImage errors", () => {
+  it("allow-build: false promotes an existing image but never builds a missing one", async () => {
+    const { exec, deps } = setup({ buildx: false });
+    const digest = reg.put("t4-unit", "sha-666666666666", imageManifest("staging-built"));
+    const promoted = await buildImage(
+      opts({ allowBuild: false, sha: "6".repeat(40), extraTags: ["prod"] }),
+      new MemoryLog(),
+      deps,
+    );
+    expect(promoted).toMatchObject({ skipped: true, digest });
+    expect(reg.digestOf("t4-unit", "prod")).toBe(digest);
+    const e = await buildImage(opts({ allowBuild: false, sha: "7".repeat(40) }), new MemoryLog(), deps).catch(
+      (x) => x,
+    );
+    expect(describeError(e)).toContain(
+      `No image was built for commit ${"7".repeat(40)}: ${host}/t4-unit:sha-777777777777 does not exist in ${host}, and allow-build is false.`,
+    );
+    expect(describeError(e)).toContain("deploy this commit to staging first");
+    expect(exec.calls).toEqual([]);
+  });
+
   it("a missing Dockerfile names the path, before any docker or registry call", async () => {
     const { exec, deps } = setup({ buildx: false });
     const before = reg.requests.length;
