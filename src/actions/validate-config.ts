@@ -1,14 +1,19 @@
 import { loadConfig } from "../config/load.js";
+import { ConfigError } from "../core/errors.js";
 import { input, readInputs, setOutputs } from "../core/inputs.js";
 import type { Log } from "../core/log.js";
 import type { ActionSpec } from "../core/run-action.js";
 import { writeSummary } from "../core/summary.js";
 import { workspacePath } from "../core/workspace.js";
+import { checkRemote, remoteSections } from "../validate/remote.js";
 import { configSections, hostLabel } from "../validate/summary.js";
 
 export const inputs = {
   config: input.string("deploy-kit.yml"),
   environment: input.optional(),
+  "check-remote": input.bool(false),
+  "ssh-key": input.string(),
+  "known-hosts": input.string(),
 };
 
 async function main(log: Log): Promise<void> {
@@ -30,7 +35,27 @@ async function main(log: Log): Promise<void> {
     hosts: JSON.stringify(hosts),
     "image-name": config.image.name,
   });
-  await writeSummary("deploy-kit: config valid", configSections(config, i.environment));
+  if (!i["check-remote"]) {
+    await writeSummary("deploy-kit: config valid", configSections(config, i.environment));
+    return;
+  }
+  if (!i["ssh-key"] || !i["known-hosts"].trim()) {
+    throw new ConfigError("check-remote: true needs the ssh-key and known-hosts inputs.", {
+      hint: "Pass the deploy key and the pinned known_hosts lines, as for deploy-ssh.",
+    });
+  }
+  const results = await checkRemote({
+    config,
+    file: i.config,
+    environments: names,
+    sshKey: i["ssh-key"],
+    knownHosts: i["known-hosts"],
+    log,
+  });
+  await writeSummary("deploy-kit: config and hosts valid", [
+    ...configSections(config, i.environment),
+    ...remoteSections(results),
+  ]);
 }
 
 export default { main } satisfies ActionSpec;
