@@ -1,27 +1,21 @@
 import { execFileSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { cpSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { REPO, type RunResult, runBundled } from "../support/runner.js";
+import { type RunResult, runBundled } from "../support/runner.js";
+import { dockerEnv, EXAMPLE_APP_DIR, ensureTestbed, type Testbed, waitForHttp } from "../support/testbed.js";
 
 // The real testbed: the basic-auth registry on 10.200.0.1:5001 and the local docker engine.
-const testbed = JSON.parse(
-  readFileSync(process.env.DK_TESTBED_JSON || "/var/lib/deploy-kit-testbed/testbed.json", "utf8"),
-) as {
-  localDockerHost: string;
-  localDockerAddress?: string;
-  registry: { auth: string; username: string; password: string };
-};
-const REGISTRY = testbed.registry.auth;
-const IMAGE = `${REGISTRY}/t4-example`;
-// Ports 18400-18499 are this suite's.
+let testbed: Testbed;
+let REGISTRY = "";
+let IMAGE = "";
+// Ports 18400-18499 and image names t4-* are this suite's.
 const PORT = 18401;
-const dockerEnv = { ...process.env, DOCKER_HOST: testbed.localDockerHost };
 const docker = (args: string[], opts: { input?: string; env?: NodeJS.ProcessEnv } = {}) =>
   execFileSync("docker", args, {
-    env: opts.env ?? dockerEnv,
+    env: opts.env ?? dockerEnv(testbed.localDockerHost),
     input: opts.input,
     encoding: "utf8",
     stdio: ["pipe", "pipe", "pipe"],
@@ -92,10 +86,13 @@ describe("build-image against the testbed registry", () => {
       env: { DOCKER_HOST: testbed.localDockerHost, ...env },
     });
 
-  beforeAll(() => {
+  beforeAll(async () => {
+    testbed = await ensureTestbed();
+    REGISTRY = testbed.registry.auth;
+    IMAGE = `${REGISTRY}/t4-example`;
     // A checkout of a user's repository: the example app and a deploy-kit.yml at the root.
     ws = mkdtempSync(join(tmpdir(), "t4-build-e2e-"));
-    cpSync(join(REPO, "examples/app"), join(ws, "app"), { recursive: true });
+    cpSync(EXAMPLE_APP_DIR, join(ws, "app"), { recursive: true });
     writeFileSync(join(ws, "deploy-kit.yml"), config());
   });
   afterAll(() => {
@@ -132,21 +129,18 @@ describe("build-image against the testbed registry", () => {
     const config = mkdtempSync(join(tmpdir(), "t4-pull-"));
     const name = `t4-health-${process.pid}`;
     try {
-      const env = { ...dockerEnv, DOCKER_CONFIG: config };
+      const env = dockerEnv(testbed.localDockerHost, { DOCKER_CONFIG: config });
       docker(["login", "--username", testbed.registry.username, "--password-stdin", REGISTRY], {
         input: testbed.registry.password,
         env,
       });
       docker(["pull", ref], { env });
       docker(["run", "-d", "--init", "--name", name, "-p", `127.0.0.1:${PORT}:8080`, ref]);
-      const host = testbed.localDockerAddress || "127.0.0.1";
-      let health: Record<string, unknown> | undefined;
-      for (let i = 0; i < 50 && !health; i++) {
-        health = await fetch(`http://${host}:${PORT}/health`)
-          .then((r) => (r.ok ? (r.json() as Promise<Record<string, unknown>>) : undefined))
-          .catch(() => undefined);
-        if (!health) await new Promise((r) => setTimeout(r, 100));
-      }
+      const res = await waitForHttp(`http://${testbed.localDockerAddress || "127.0.0.1"}:${PORT}/health`, {
+        timeoutMs: 20_000,
+        intervalMs: 100,
+      });
+      const health = JSON.parse(res.body) as Record<string, unknown>;
       expect(health).toMatchObject({ git_sha: sha, version: "0.4.2" });
     } finally {
       docker(["rm", "-f", name]);
@@ -168,6 +162,18 @@ describe("build-image against the testbed registry", () => {
     expect(second.stdout).toContain("not rebuilding");
     for (const tag of ["main", "e2e-again"])
       expect((await registryDigest(tag))?.header).toBe(first.outputs.digest);
+  });
+
+  it("allow-build: false promotes the built commit and refuses to build an unknown one", async () => {
+    const promoted = await run({ "allow-build": "false", tags: "production" });
+    expect(promoted.exitCode, promoted.stdout + promoted.stderr).toBe(0);
+    expect(promoted.outputs).toMatchObject({ skipped: "true", digest: first.outputs.digest });
+    expect((await registryDigest("production"))?.header).toBe(first.outputs.digest);
+    const unknown = randomBytes(20).toString("hex");
+    const refused = await run({ "allow-build": "false", "git-sha": unknown });
+    expect(refused.exitCode).toBe(1);
+    expect(refused.stdout).toContain(`No image was built for commit ${unknown}`);
+    expect(await registryDigest(`sha-${unknown.slice(0, 12)}`)).toBeUndefined();
   });
 
   it("a wrong password fails with the registry's name and never prints the password", async () => {
