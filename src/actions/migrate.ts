@@ -9,9 +9,11 @@ import { writeSummary } from "../core/summary.js";
 import { runUrl, workspacePath } from "../core/workspace.js";
 import { loadComposeSource } from "../deploy/compose-file.js";
 import { openHosts } from "../deploy/hosts.js";
+import { type HeldLockRecord, releaseRecordedLock } from "../deploy/operation.js";
 import { checkImageRef } from "../deploy/release.js";
 import { migrateOnFirstHost, migrateSections } from "../migrate/index.js";
-import { lockOwner, releaseLock } from "../release/lock.js";
+import { lockOwner } from "../release/lock.js";
+import { requireKnownHosts } from "./deploy-ssh.js";
 
 export const inputs = {
   config: input.string("deploy-kit.yml"),
@@ -37,6 +39,7 @@ async function main(log: Log): Promise<void> {
       hint: "Pass the image-ref output of build-image.",
     });
   checkImageRef(i["image-ref"]);
+  requireKnownHosts(i["known-hosts"]);
   const { config } = await loadConfig(workspacePath(i.config), { environment: i.environment });
   const env = selectEnvironment(config, i.environment);
   if (!env.migrate) {
@@ -67,7 +70,11 @@ async function main(log: Log): Promise<void> {
         gitSha: process.env.GITHUB_SHA,
         actor: process.env.GITHUB_ACTOR || lockOwner(),
         runUrl: runUrl(),
-        onLock: (token) => core.saveState(LOCK_STATE, token),
+        onLock: (token) =>
+          core.saveState(
+            LOCK_STATE,
+            JSON.stringify({ token, aliases: [first.alias] } satisfies HeldLockRecord),
+          ),
         onUnlock: () => core.saveState(LOCK_STATE, ""),
       },
       log,
@@ -97,21 +104,16 @@ function loginFrom(username?: string, password?: string) {
 
 /** A cancelled run still releases the deploy lock it took. */
 async function post(log: Log): Promise<void> {
-  const token = core.getState(LOCK_STATE);
-  if (!token) return;
+  const saved = core.getState(LOCK_STATE);
+  if (!saved) return;
   const i = readInputs(inputs);
-  const { config } = await loadConfig(workspacePath(i.config), { environment: i.environment });
-  const env = selectEnvironment(config, i.environment);
-  const first = env.hosts[0]!;
-  const hosts = await openHosts(env, { sshKey: i["ssh-key"], knownHosts: i["known-hosts"] }, log, {
-    only: [first.alias],
+  await releaseRecordedLock({
+    configFile: workspacePath(i.config),
+    environment: i.environment,
+    secrets: { sshKey: i["ssh-key"], knownHosts: i["known-hosts"] },
+    record: JSON.parse(saved) as HeldLockRecord,
+    log,
   });
-  try {
-    if (await releaseLock(hosts.remotes[0]!, env.path, token, log))
-      log.info(`${first.alias}: deploy lock released`);
-  } finally {
-    await hosts.close();
-  }
 }
 
 export default { main, post } satisfies ActionSpec;
