@@ -86,14 +86,23 @@ export function liveRelease(entries: readonly LedgerEntry[]): LedgerEntry | unde
   return entries.findLast(isRelease);
 }
 
-function replacedIds(entries: readonly LedgerEntry[]): Set<string> {
-  return new Set(entries.flatMap((e) => (e.kind === "rollback" && e.replaces ? [e.replaces] : [])));
-}
-
-/** A release that passed its health gate and was never rolled back from. */
+/**
+ * Releases that passed their health gate and whose image was not rolled back from LATER in the
+ * ledger. Rolling back from an image condemns the earlier releases of it too (so repeated
+ * rollbacks walk back through history instead of toggling), while a later redeploy of that
+ * image is a fresh, eligible release.
+ */
 function goodReleases(entries: readonly LedgerEntry[]): LedgerEntry[] {
-  const replaced = replacedIds(entries);
-  return entries.filter((e) => isRelease(e) && e.status === "succeeded" && !replaced.has(e.id));
+  const imageOf = new Map(entries.map((e) => [e.id, e["image-ref"]]));
+  const condemned = new Set<string>();
+  const out: LedgerEntry[] = [];
+  for (let i = entries.length - 1; i >= 0; i--) {
+    const e = entries[i]!;
+    if (isRelease(e) && e.status === "succeeded" && !condemned.has(e["image-ref"])) out.push(e);
+    if (e.kind === "rollback" && e.replaces && imageOf.has(e.replaces))
+      condemned.add(imageOf.get(e.replaces)!);
+  }
+  return out.reverse();
 }
 
 /** The last good release: what a failed deploy puts back. */
@@ -103,7 +112,7 @@ export function lastGoodRelease(entries: readonly LedgerEntry[]): LedgerEntry | 
 
 /**
  * The default `rollback` target: the newest good release running a different image than the
- * live one. Releases that were rolled back from are never chosen again by default.
+ * live one. Images that were rolled back from are not chosen again by default.
  */
 export function previousRelease(entries: readonly LedgerEntry[]): LedgerEntry | undefined {
   const live = liveRelease(entries);

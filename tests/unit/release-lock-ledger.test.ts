@@ -120,6 +120,32 @@ describe("ledger", () => {
       "r1",
     ],
     [
+      "repeated rollbacks walk back through history, they do not toggle",
+      [
+        e("r1", img("1")),
+        e("r2", img("2")),
+        e("r3", img("3")),
+        e("r4", img("2"), { kind: "rollback", replaces: "r3" }),
+        e("r5", img("1"), { kind: "rollback", replaces: "r4" }),
+      ],
+      "r5",
+      "r5",
+      undefined,
+    ],
+    [
+      "an image redeployed after a rollback from it is eligible again",
+      [
+        e("r1", img("1")),
+        e("r2", img("2")),
+        e("r3", img("1"), { kind: "rollback", replaces: "r2" }),
+        e("r4", img("2")),
+        e("r5", img("3")),
+      ],
+      "r5",
+      "r5",
+      "r4",
+    ],
+    [
       "live release failed without rollback: the last good one",
       [e("r1", img("1")), e("r2", img("2"), { status: "failed" })],
       "r2",
