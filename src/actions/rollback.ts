@@ -1,6 +1,5 @@
 import * as core from "@actions/core";
 import { z } from "zod";
-import { ConfigError } from "../core/errors.js";
 import { input, readInputs, setOutputs } from "../core/inputs.js";
 import type { Log } from "../core/log.js";
 import type { ActionSpec } from "../core/run-action.js";
@@ -26,13 +25,6 @@ export const inputs = {
 async function main(log: Log): Promise<void> {
   const i = readInputs(inputs);
   requireKnownHosts(i["known-hosts"]);
-  if (i["restore-backup"]) {
-    // Restoring the database is the migrate capability's; until it is wired in, refuse rather
-    // than roll back the code alone while the user asked for the data too.
-    throw new ConfigError("restore-backup: true is not available in this build of the rollback action.", {
-      hint: "Roll back without restore-backup, then restore the backup by hand from <path>/.deploy-kit/backups/ on the host.",
-    });
-  }
   const result = await withLockedEnvironment(
     {
       configFile: workspacePath(i.config),
@@ -51,6 +43,7 @@ async function main(log: Log): Promise<void> {
         runUrl: runUrl(),
         log,
         to: i.to,
+        restoreBackup: i["restore-backup"],
       }),
   );
   setOutputs({

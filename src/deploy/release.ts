@@ -17,6 +17,8 @@ import type { Config, Environment } from "../config/schema.js";
 import { ConfigError, DeployError } from "../core/errors.js";
 import type { Log } from "../core/log.js";
 import { registerSecret } from "../core/secrets.js";
+import { restoreBackup } from "../migrate/backup.js";
+import { checkRollbackDatabase, migrationFor, rollbackDatabasePlan } from "../migrate/ledger.js";
 import { newReleaseId } from "../release/ids.js";
 import {
   appendLedger,
@@ -406,7 +408,11 @@ async function pruneHost(run: HostRun, ctx: ReleaseContext): Promise<void> {
  * `parallel` hosts at a time, fail-fast, each held to the health gate; on failure with
  * rollback.on-failure, every host this run switched goes back to its last good release.
  */
-export async function deployRelease(remotes: readonly Remote[], req: DeployRequest): Promise<DeployResult> {
+export async function deployRelease(
+  remotes: readonly Remote[],
+  request: DeployRequest,
+): Promise<DeployResult> {
+  let req = request;
   checkImageRef(req.imageRef);
   checkRegistry(req.registry);
   if (repositoryOf(req.imageRef) !== req.config.image.name) {
@@ -419,6 +425,12 @@ export async function deployRelease(remotes: readonly Remote[], req: DeployReque
     req.releaseId ??
     newReleaseId({ gitSha: req.gitSha, taken: runs.flatMap((r) => r.ledger.map((e) => e.id)) });
   const previousReleaseId = lastGoodRelease(runs[0]!.ledger)?.id;
+  // Migrations run once, on the first host, which records them in its ledger (kind "migrate"):
+  // every host's entry for this release carries that backup path and outcome.
+  if (req.backup === undefined && req.migrationApplied === undefined) {
+    const m = migrationFor(runs[0]!.ledger, req.imageRef);
+    req = { ...req, backup: m.backup, migrationApplied: m["migration-applied"] };
+  }
   for (const r of runs) r.result.release = releaseId;
   req.log.info(
     `release ${releaseId}: ${req.imageRef}${previousReleaseId ? ` (previous ${previousReleaseId})` : " (first release)"}`,
@@ -506,11 +518,14 @@ export async function deployRelease(remotes: readonly Remote[], req: DeployReque
         : `Release ${releaseId} failed.\n${error.message}`,
       {
         host: (error as DeployError).host,
-        hint:
-          (error as DeployError).hint ??
-          (req.env.rollback["on-failure"]
+        hint: [
+          (error as DeployError).hint,
+          req.env.rollback["on-failure"]
             ? undefined
-            : "rollback.on-failure is off: run the rollback action to restore the previous release."),
+            : "rollback.on-failure is off: run the rollback action to restore the previous release.",
+        ]
+          .filter(Boolean)
+          .join(" "),
         cause: error,
       },
     );
@@ -521,6 +536,11 @@ export async function deployRelease(remotes: readonly Remote[], req: DeployReque
 export interface RollbackRequest extends ReleaseContext {
   /** A release id or image reference from the ledger; default: the previous release. */
   to?: string;
+  /**
+   * Also restore the database backup taken before the first migration after the target (on the
+   * first host, where migrations run). Destroys data written since: an explicit opt-in.
+   */
+  restoreBackup?: boolean;
 }
 
 export interface RollbackResult {
@@ -555,6 +575,41 @@ export function chooseTargets(runs: { alias: string; ledger: LedgerEntry[] }[], 
   });
 }
 
+/**
+ * What rollback does about the database: with restore-backup, a step restoring the backup the
+ * ledger names (refused when there is none); without it, a warning when the target predates
+ * migrations that stay applied.
+ */
+function databaseStep(
+  first: HostRun,
+  target: LedgerEntry,
+  req: RollbackRequest,
+): (() => Promise<void>) | undefined {
+  const plan = rollbackDatabasePlan(first.ledger, target);
+  const file = checkRollbackDatabase(plan, target, req.restoreBackup ?? false, (m) => req.log.warn(m));
+  if (!file) return undefined;
+  const backup = req.env.migrate?.backup;
+  if (!backup) {
+    throw new ConfigError(
+      "restore-backup: true needs migrate.backup in deploy-kit.yml (the database service to restore into).",
+      {
+        hint: "Add migrate.backup (service, database-env or database) for this environment, or roll back without restore-backup.",
+      },
+    );
+  }
+  return () =>
+    restoreBackup(
+      {
+        remote: first.remote,
+        path: req.env.path,
+        compose: project(req, first.bin),
+        backup,
+        file,
+      },
+      req.log,
+    );
+}
+
 /** Put an earlier release back on every host of the environment (the caller holds the lock). */
 export async function rollbackRelease(
   remotes: readonly Remote[],
@@ -566,6 +621,7 @@ export async function rollbackRelease(
     runs.map((r) => ({ alias: r.remote.alias, ledger: r.ledger })),
     req.to,
   );
+  const database = databaseStep(runs[0]!, targets[0]!, req);
   const distinct = new Set(targets.map((t) => t["image-ref"]));
   if (distinct.size > 1)
     req.log.warn(`the hosts' ledgers differ: rolling back to ${[...distinct].join(", ")}`);
@@ -575,6 +631,8 @@ export async function rollbackRelease(
     r.result["image-ref"] = targets[i]!["image-ref"];
     r.result.previous = r.ledger.findLast((e) => e.kind !== "migrate")?.id;
   });
+  // The restore runs in one transaction before any code changes: if it fails, nothing changed.
+  if (database) await database();
   const error = await req.log.group(`Roll back to ${targets[0]!.id}`, () =>
     inBatches(runs, batchSize(req.env.parallel, runs.length), async (run) => {
       const target = targets[runs.indexOf(run)]!;
