@@ -89,15 +89,24 @@ export async function cli(argv: string[]): Promise<number> {
   }
   let parsed: ReturnType<typeof parseArgs>;
   try {
-    parsed = parseArgs({ args: rest, options: { ...COMMON, ...command.options }, allowPositionals: true, strict: true });
+    parsed = parseArgs({
+      args: rest,
+      options: { ...COMMON, ...command.options },
+      allowPositionals: true,
+      strict: true,
+    });
   } catch (e) {
     process.stderr.write(`deploy-kit ${name}: ${(e as Error).message}\nUsage: ${command.usage}\n`);
     return EXIT.usage;
   }
   const flags = parsed.values as CliContext["flags"];
   if (flags.help) {
-    const opts = Object.entries(command.options ?? {}).map(([k, v]) => `      --${k}${v.type === "string" ? " VALUE" : ""}`);
-    process.stdout.write(`${command.summary}\n\nUsage: ${command.usage}\n${opts.length ? `\nFlags:\n${opts.join("\n")}\n` : ""}\n${help().split("\n").slice(-9).join("\n")}\n`);
+    const opts = Object.entries(command.options ?? {}).map(
+      ([k, v]) => `      --${k}${v.type === "string" ? " VALUE" : ""}`,
+    );
+    process.stdout.write(
+      `${command.summary}\n\nUsage: ${command.usage}\n${opts.length ? `\nFlags:\n${opts.join("\n")}\n` : ""}\n${help().split("\n").slice(-9).join("\n")}\n`,
+    );
     return EXIT.ok;
   }
   const log = new TerminalLog(undefined, Boolean(flags.verbose));
@@ -122,7 +131,8 @@ export async function cli(argv: string[]): Promise<number> {
     return await command.run(ctx);
   } catch (e) {
     log.error(describeError(e));
-    if (flags.json) process.stdout.write(`${JSON.stringify({ ok: false, error: describeError(e) }, null, 2)}\n`);
+    if (flags.json)
+      process.stdout.write(`${JSON.stringify({ ok: false, error: describeError(e) }, null, 2)}\n`);
     if (e instanceof ConfigError) return EXIT.config;
     if (!isUserFacing(e)) log.debug(String((e as Error).stack));
     return EXIT.failed;
