@@ -1,0 +1,5 @@
+CREATE TABLE widgets (
+    id bigserial PRIMARY KEY,
+    name text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
