@@ -41,9 +41,11 @@ execFileSync(
 );
 // ncc copies ssh2's optional native addons built for whatever Node ran npm install; ssh2 works
 // without them and a binary for the wrong ABI is worse than none, so dist ships pure JS.
+// pagent.exe is ssh2's helper for Windows' Pageant agent; runners here are Linux.
 for (const f of readdirSync(out("dist/kit"), { recursive: true })) {
-  if (String(f).endsWith(".node")) rmSync(out("dist/kit", String(f)));
+  if (String(f).endsWith(".node") || String(f).endsWith("pagent.exe")) rmSync(out("dist/kit", String(f)));
 }
+for (const d of ["build", "lib"]) rmSync(out("dist/kit", d), { recursive: true, force: true });
 
 // 2. Per-action stubs, from the action.yml files that exist.
 const actionDirs = readdirSync(join(repo, "actions"), { withFileTypes: true })

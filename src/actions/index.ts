@@ -1,5 +1,6 @@
 import type { ActionSpec } from "../core/run-action.js";
 import buildImage from "./build-image.js";
+import deploy from "./deploy.js";
 import deploySsh from "./deploy-ssh.js";
 import migrate from "./migrate.js";
 import rollback from "./rollback.js";
@@ -14,4 +15,5 @@ export const ACTIONS: Record<string, ActionSpec> = {
   rollback,
   migrate,
   "smoke-test": smokeTest,
+  deploy,
 };

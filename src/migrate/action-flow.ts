@@ -23,6 +23,8 @@ export interface MigrateRequest {
   gitSha?: string;
   actor: string;
   runUrl?: string;
+  /** The caller already holds the deploy lock (the all-in-one deploy holds one lock across phases). */
+  holdsLock?: boolean;
   /** The lock token, for a post step that releases it after a cancel. */
   onLock?: (token: string) => void;
   onUnlock?: () => void;
@@ -63,76 +65,75 @@ export async function migrateOnFirstHost(req: MigrateRequest, log: Log): Promise
     (req.gitSha && /^[0-9a-f]{7,}$/i.test(req.gitSha) ? req.gitSha.slice(0, 7) : undefined) ??
     /sha256:([0-9a-f]{7})/.exec(req.imageRef)?.[1] ??
     "";
+  const lockOptions = {
+    path: req.env.path,
+    waitMs: req.env.lock.wait,
+    leaseMs: req.env.lock.lease,
+    log,
+    onAcquired: (token: string) => req.onLock?.(token),
+    onReleased: () => req.onUnlock?.(),
+  };
+  const locked = (fn: () => Promise<void>) =>
+    req.holdsLock ? fn() : withLock([req.remote], lockOptions, fn);
   try {
-    await withLock(
-      [req.remote],
-      {
-        path: req.env.path,
-        waitMs: req.env.lock.wait,
-        leaseMs: req.env.lock.lease,
-        log,
-        onAcquired: (token) => req.onLock?.(token),
-        onReleased: () => req.onUnlock?.(),
-      },
-      async () => {
-        const compose = await log.group(`Prepare ${req.remote.alias}`, () =>
-          stageMigration(
-            req.remote,
-            {
-              app: req.config.app,
-              env: req.env,
-              compose: req.compose,
-              imageRef: req.imageRef,
-              login: req.login,
-            },
-            log,
-          ),
+    await locked(async () => {
+      const compose = await log.group(`Prepare ${req.remote.alias}`, () =>
+        stageMigration(
+          req.remote,
+          {
+            app: req.config.app,
+            env: req.env,
+            compose: req.compose,
+            imageRef: req.imageRef,
+            login: req.login,
+          },
+          log,
+        ),
+      );
+      const ledger = req.dryRun ? [] : await readLedger(req.remote, req.env.path, log);
+      const id = newReleaseId({ gitSha: req.gitSha, taken: ledger.map((e) => e.id) });
+      const base = {
+        id,
+        "image-ref": req.imageRef,
+        "git-sha": req.gitSha ?? null,
+        version: null,
+        time: new Date().toISOString(),
+        actor: req.actor,
+        "run-url": req.runUrl ?? null,
+      };
+      try {
+        report.outcome = await runMigrations(
+          {
+            app: req.config.app,
+            env: req.env,
+            remote: req.remote,
+            compose,
+            label: label || backupStamp(new Date()),
+            dryRun: req.dryRun,
+          },
+          log,
         );
-        const ledger = req.dryRun ? [] : await readLedger(req.remote, req.env.path, log);
-        const id = newReleaseId({ gitSha: req.gitSha, taken: ledger.map((e) => e.id) });
-        const base = {
-          id,
-          "image-ref": req.imageRef,
-          "git-sha": req.gitSha ?? null,
-          version: null,
-          time: new Date().toISOString(),
-          actor: req.actor,
-          "run-url": req.runUrl ?? null,
-        };
-        try {
-          report.outcome = await runMigrations(
-            {
-              app: req.config.app,
-              env: req.env,
-              remote: req.remote,
-              compose,
-              label: label || backupStamp(new Date()),
-              dryRun: req.dryRun,
-            },
-            log,
+      } catch (e) {
+        if (!req.dryRun && (e instanceof MigrationFailed || e instanceof BackupFailed)) {
+          const entry = migrateLedgerEntry(
+            base,
+            e instanceof MigrationFailed ? { failed: e } : { backupFailed: e },
           );
-        } catch (e) {
-          if (!req.dryRun && (e instanceof MigrationFailed || e instanceof BackupFailed)) {
-            const entry = migrateLedgerEntry(
-              base,
-              e instanceof MigrationFailed ? { failed: e } : { backupFailed: e },
-            );
-            await appendLedger(req.remote, req.env.path, entry).catch((le) =>
-              log.warn(`could not record the failed migration in the ledger: ${(le as Error).message}`),
-            );
-            report.ledgerId = id;
-            if (e instanceof MigrationFailed && e.details.backup) {
-              report.outcome = { configured: true, applied: false, backup: e.details.backup, durationMs: 0 };
-            }
-          }
-          throw e;
-        }
-        if (!req.dryRun) {
-          await appendLedger(req.remote, req.env.path, migrateLedgerEntry(base, { outcome: report.outcome }));
+          await appendLedger(req.remote, req.env.path, entry).catch((le) =>
+            log.warn(`could not record the failed migration in the ledger: ${(le as Error).message}`),
+          );
           report.ledgerId = id;
+          if (e instanceof MigrationFailed && e.details.backup) {
+            report.outcome = { configured: true, applied: false, backup: e.details.backup, durationMs: 0 };
+          }
         }
-      },
-    );
+        throw e;
+      }
+      if (!req.dryRun) {
+        await appendLedger(req.remote, req.env.path, migrateLedgerEntry(base, { outcome: report.outcome }));
+        report.ledgerId = id;
+      }
+    });
   } catch (e) {
     report.error = e as Error;
   }

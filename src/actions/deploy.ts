@@ -1,0 +1,75 @@
+import * as core from "@actions/core";
+import { z } from "zod";
+import { input, readInputs, setOutputs } from "../core/inputs.js";
+import type { Log } from "../core/log.js";
+import type { ActionSpec } from "../core/run-action.js";
+import { writeSummary } from "../core/summary.js";
+import { runUrl, workspacePath } from "../core/workspace.js";
+import { type HeldLockRecord, releaseRecordedLock } from "../deploy/operation.js";
+import { pipelineSections, pipelineTitle, runPipeline } from "../pipeline/deploy.js";
+import { lockOwner } from "../release/lock.js";
+import { lockState, registryInputs, requireKnownHosts } from "./deploy-ssh.js";
+
+export const inputs = {
+  config: input.string("deploy-kit.yml"),
+  environment: z.string().min(1, "required: the environment to deploy to"),
+  "image-ref": z.string().min(1, "required: the image to deploy (build-image's image-ref output)"),
+  "ssh-key": input.string(),
+  "known-hosts": input.string(),
+  "registry-username": input.optional(),
+  "registry-password": input.optional(),
+  "git-sha": input.optional(),
+  version: input.optional(),
+  "github-token": input.optional(),
+  "require-backup": input.bool(false),
+};
+
+/** A v1.2.3 tag names the version; otherwise the ledger records none. */
+function versionFromRef(): string | undefined {
+  const ref = process.env.GITHUB_REF ?? "";
+  return ref.startsWith("refs/tags/") ? ref.slice("refs/tags/".length) : undefined;
+}
+
+async function main(log: Log): Promise<void> {
+  const i = readInputs(inputs);
+  requireKnownHosts(i["known-hosts"]);
+  const result = await runPipeline({
+    configFile: workspacePath(i.config),
+    environment: i.environment,
+    imageRef: i["image-ref"],
+    gitSha: i["git-sha"] ?? process.env.GITHUB_SHA,
+    version: i.version ?? versionFromRef(),
+    secrets: { sshKey: i["ssh-key"], knownHosts: i["known-hosts"] },
+    registry: registryInputs(i),
+    requireBackup: i["require-backup"],
+    actor: process.env.GITHUB_ACTOR || lockOwner(),
+    runUrl: runUrl(),
+    github: i["github-token"] ? { token: i["github-token"], baseUrl: process.env.GITHUB_API_URL } : undefined,
+    lockState,
+    log,
+  });
+  setOutputs({
+    "release-id": result.releaseId,
+    "image-ref": result.imageRef,
+    "rolled-back": result.rolledBack,
+    url: result.url,
+  });
+  await writeSummary(pipelineTitle(result, i.environment), pipelineSections(result));
+  if (result.error) throw result.error;
+}
+
+/** Runs even when the job was cancelled: release a lock the main step could not. */
+async function post(log: Log): Promise<void> {
+  const saved = core.getState("lock");
+  if (!saved) return;
+  const i = readInputs(inputs);
+  await releaseRecordedLock({
+    configFile: workspacePath(i.config),
+    environment: i.environment,
+    secrets: { sshKey: i["ssh-key"], knownHosts: i["known-hosts"] },
+    record: JSON.parse(saved) as HeldLockRecord,
+    log,
+  });
+}
+
+export default { main, post } satisfies ActionSpec;

@@ -1,0 +1,335 @@
+import type { Config, Environment } from "../config/schema.js";
+import { ConfigError, DeployError } from "../core/errors.js";
+import type { Log } from "../core/log.js";
+import type { SummarySection } from "../core/summary.js";
+import type { SshSecrets } from "../deploy/hosts.js";
+import { type HeldLockRecord, type LockStateStore, withLockedEnvironment } from "../deploy/operation.js";
+import {
+  type DeployResult,
+  deployRelease,
+  type RegistryCredentials,
+  type RollbackResult,
+  rollbackRelease,
+} from "../deploy/release.js";
+import { hostSections } from "../deploy/summary.js";
+import { type DeploymentState, reportDeploymentStatus } from "../github/deployments.js";
+import { notify, type Outcome } from "../github/notify.js";
+import { type MigrateReport, migrateOnFirstHost } from "../migrate/action-flow.js";
+import { migrateSections } from "../migrate/summary.js";
+import { runSmokeTests, type SmokeOutcome, smokeOptions } from "../smoke/run.js";
+import { smokeFailureMessage, smokeSections } from "../smoke/summary.js";
+
+export interface PipelineRequest {
+  configFile: string;
+  environment: string;
+  imageRef: string;
+  gitSha?: string;
+  version?: string;
+  secrets: SshSecrets;
+  registry?: RegistryCredentials;
+  /** Production: refuse to migrate without a verified backup. */
+  requireBackup: boolean;
+  actor: string;
+  runUrl?: string;
+  /** Report deployment statuses on the job's own GitHub Deployment. */
+  github?: { token: string; baseUrl?: string };
+  /** Where the lock token is kept for a cleanup step. */
+  lockState?: LockStateStore;
+  log: Log;
+}
+
+export interface Phase {
+  name: string;
+  ms: number;
+  result: string;
+}
+
+export interface PipelineResult {
+  releaseId: string;
+  imageRef: string;
+  rolledBack: boolean;
+  url: string;
+  phases: Phase[];
+  config?: Config;
+  migrate?: MigrateReport;
+  deploy?: DeployResult;
+  smoke?: SmokeOutcome;
+  smokeFrom?: string;
+  rollback?: RollbackResult;
+  error?: Error;
+}
+
+/** Production's rule: a migration runs only after a backup that is configured and required. */
+export function withRequiredBackup(env: Environment): Environment {
+  const m = env.migrate;
+  if (!m) return env;
+  if (!m.backup) {
+    throw new ConfigError(
+      "require-backup is true but this environment's migrate section has no backup: no backup, no migration.",
+      {
+        hint: "Add migrate.backup (service and database-env) for this environment in deploy-kit.yml, or set require-backup: false.",
+      },
+    );
+  }
+  return { ...env, migrate: { ...m, backup: { ...m.backup, required: true } } };
+}
+
+async function phase<T>(
+  phases: Phase[],
+  name: string,
+  fn: () => Promise<T>,
+  describe: (r: T) => string,
+): Promise<T> {
+  const start = Date.now();
+  try {
+    const r = await fn();
+    phases.push({ name, ms: Date.now() - start, result: describe(r) });
+    return r;
+  } catch (e) {
+    phases.push({ name, ms: Date.now() - start, result: `failed: ${(e as Error).message.split("\n")[0]}` });
+    throw e;
+  }
+}
+
+/**
+ * The whole deploy in one process and one SSH connection per host, under one lock:
+ * migrate (backup first) -> deploy (health-gated) -> smoke (expecting the deployed sha) ->
+ * on smoke failure, the previous release back. Never throws for a deploy failure: the error
+ * is in the result, so the caller can still set outputs and write the summary.
+ */
+export async function runPipeline(req: PipelineRequest): Promise<PipelineResult> {
+  const { log } = req;
+  const phases: Phase[] = [];
+  const result: PipelineResult = {
+    releaseId: "",
+    imageRef: req.imageRef,
+    rolledBack: false,
+    url: "",
+    phases,
+  };
+  let deploymentId: number | undefined;
+  const status = async (state: DeploymentState, description: string) => {
+    if (!req.github) return;
+    deploymentId = await reportDeploymentStatus(
+      {
+        token: req.github.token,
+        baseUrl: req.github.baseUrl,
+        state,
+        environment: req.environment,
+        sha: req.gitSha,
+        logUrl: req.runUrl,
+        environmentUrl: result.url || undefined,
+        description,
+        deploymentId,
+      },
+      log,
+    );
+  };
+  await status("in_progress", `deploying ${req.imageRef}`);
+  try {
+    await withLockedEnvironment(
+      {
+        configFile: req.configFile,
+        environment: req.environment,
+        secrets: req.secrets,
+        log,
+        state: req.lockState,
+      },
+      async ({ config, env: configured, compose, remotes }) => {
+        result.config = config;
+        result.url = configured.url ?? "";
+        const env = req.requireBackup ? withRequiredBackup(configured) : configured;
+        const context = {
+          config,
+          env,
+          compose,
+          registry: req.registry,
+          actor: req.actor,
+          runUrl: req.runUrl,
+          log,
+        };
+
+        if (env.migrate) {
+          const report = await phase(
+            phases,
+            "migrate",
+            async () => {
+              const r = await migrateOnFirstHost(
+                {
+                  config,
+                  environment: req.environment,
+                  env,
+                  remote: remotes[0]!,
+                  compose,
+                  imageRef: req.imageRef,
+                  login: req.registry,
+                  dryRun: false,
+                  gitSha: req.gitSha,
+                  actor: req.actor,
+                  runUrl: req.runUrl,
+                  holdsLock: true,
+                },
+                log,
+              );
+              result.migrate = r;
+              if (r.error) throw r.error;
+              return r;
+            },
+            (r) =>
+              r.outcome?.backup
+                ? `applied after backup ${r.outcome.backup.path}`
+                : r.outcome?.applied
+                  ? "applied (no backup configured)"
+                  : "nothing to run",
+          );
+          log.info(`migrations: ${report.outcome?.applied ? "applied" : "none"} on ${report.host}`);
+        }
+
+        const deployed = await phase(
+          phases,
+          "deploy",
+          async () => {
+            const r = await deployRelease(remotes, {
+              ...context,
+              imageRef: req.imageRef,
+              gitSha: req.gitSha,
+              version: req.version,
+            });
+            result.deploy = r;
+            result.releaseId = r.releaseId;
+            result.imageRef = r.imageRef;
+            result.rolledBack = r.rolledBack;
+            if (r.error) throw r.error;
+            return r;
+          },
+          (r) => `release ${r.releaseId} on ${r.hosts.length} host(s)`,
+        );
+
+        if (!env.smoke) {
+          log.warn(
+            "No smoke checks for this environment: the health gate passed, but nothing proved the new version answers. Add a `smoke:` section with version-field.",
+          );
+          return;
+        }
+        const smoke = await phase(
+          phases,
+          "smoke",
+          () =>
+            runSmokeTests(
+              smokeOptions(env, {
+                expectVersion: req.gitSha,
+                remote: env.smoke?.from === "host" ? remotes[0] : undefined,
+              }),
+              log,
+            ),
+          (o) => (o.passed ? `${o.results.length} check(s) passed` : "FAILED"),
+        );
+        result.smoke = smoke;
+        result.smokeFrom = env.smoke.from === "host" ? `host ${remotes[0]!.alias}` : "runner";
+        if (smoke.passed) return;
+
+        const failure = smokeFailureMessage(smoke);
+        if (!env.rollback["on-failure"]) {
+          throw new DeployError(
+            `Release ${deployed.releaseId} is live but failed its smoke test.\n${failure}`,
+            {
+              hint: "rollback.on-failure is off: run the rollback action to put the previous release back.",
+            },
+          );
+        }
+        if (!deployed.previousReleaseId) {
+          throw new DeployError(
+            `Release ${deployed.releaseId} failed its smoke test and there is no earlier release to roll back to; it stays live.\n${failure}`,
+            { hint: "Fix the release and deploy again." },
+          );
+        }
+        log.error(
+          `SMOKE TEST FAILED: rolling back ${deployed.releaseId} to ${deployed.previousReleaseId}.\n${failure}`,
+        );
+        const back = await phase(
+          phases,
+          "rollback",
+          async () => {
+            const r = await rollbackRelease(remotes, { ...context, to: deployed.previousReleaseId });
+            result.rollback = r;
+            if (r.error) throw r.error;
+            return r;
+          },
+          (r) => `${r.targetReleaseId} back as ${r.releaseId}`,
+        );
+        result.rolledBack = true;
+        result.releaseId = back.releaseId;
+        result.imageRef = back.imageRef;
+        throw new DeployError(
+          `Release ${deployed.releaseId} failed its smoke test and was ROLLED BACK: the hosts serve ${back.targetReleaseId} (${back.imageRef}) again.\n${failure}`,
+          {
+            hint: "Look at the failed checks above; a version mismatch means the new release did not take traffic.",
+          },
+        );
+      },
+    );
+  } catch (e) {
+    result.error = e as Error;
+  }
+
+  const outcome: Outcome = result.error ? (result.rolledBack ? "rolled-back" : "failure") : "success";
+  await status(outcome === "success" ? "success" : "failure", outcomeLine(result, req));
+  if (result.config?.notify) {
+    await notify(
+      {
+        notify: result.config.notify,
+        outcome,
+        app: result.config.app,
+        environment: req.environment,
+        version: req.version,
+        sha: req.gitSha,
+        imageRef: result.imageRef,
+        releaseId: result.releaseId || undefined,
+        actor: req.actor,
+        runUrl: req.runUrl,
+        url: result.url || undefined,
+        reason: result.error?.message.split("\n")[0],
+      },
+      log,
+    );
+  }
+  return result;
+}
+
+function outcomeLine(r: PipelineResult, req: PipelineRequest): string {
+  if (!r.error) return `release ${r.releaseId} live on ${req.environment}`;
+  return r.rolledBack ? `failed; rolled back (${r.releaseId})` : "failed";
+}
+
+export function pipelineTitle(r: PipelineResult, environment: string): string {
+  if (!r.error) return `deploy-kit: release ${r.releaseId} is live on ${environment}`;
+  return r.rolledBack
+    ? `deploy-kit: deploy to ${environment} FAILED and was rolled back`
+    : `deploy-kit: deploy to ${environment} FAILED`;
+}
+
+/** One summary telling the whole story: phases with timings, then each phase's own table. */
+export function pipelineSections(r: PipelineResult): SummarySection[] {
+  const sections: SummarySection[] = [
+    {
+      lines: [
+        `Image \`${r.imageRef}\`${r.url ? `, ${r.url}` : ""}${r.rolledBack ? " — **rolled back to the previous release**" : ""}`,
+      ],
+    },
+    {
+      table: {
+        headers: ["phase", "duration", "result"],
+        rows: r.phases.map((p) => [p.name, `${(p.ms / 1000).toFixed(1)} s`, p.result]),
+      },
+    },
+  ];
+  if (r.migrate) sections.push({ heading: "Migrations" }, ...migrateSections(r.migrate));
+  if (r.deploy) sections.push({ heading: "Hosts" }, ...hostSections(r.deploy.hosts));
+  if (r.smoke)
+    sections.push({ heading: "Smoke test" }, ...smokeSections(r.smoke, { from: r.smokeFrom ?? "runner" }));
+  if (r.rollback) sections.push({ heading: "Rollback" }, ...hostSections(r.rollback.hosts));
+  if (r.error) sections.push({ heading: "What went wrong", code: { text: r.error.message } });
+  return sections;
+}
+
+export type { HeldLockRecord };
