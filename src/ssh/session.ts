@@ -421,6 +421,10 @@ export async function connect(
         ? { serverHostKey: { append: [], remove: preferred, prepend: preferred } }
         : undefined,
       hostVerifier: (presented: Buffer) => {
+        // The local port ties this connection to the server's log ("from <ip> port <n>"), which is
+        // how an operator (or a test) matches sshd's entries to this run. ssh2 keeps the socket private.
+        const port = (client as unknown as { _sock?: { localPort?: number } })._sock?.localPort;
+        if (port) opts.log.debug(`[${endpoint.alias}] ssh connection from local port ${port}`);
         const verdict = verifyHostKey(pinned, presented);
         if (!verdict.ok) hostKeyProblem = verdict;
         return verdict.ok;

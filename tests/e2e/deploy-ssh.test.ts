@@ -1,9 +1,9 @@
-import { execFileSync } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { runBundled } from "../support/runner.js";
+import { hostExec } from "../support/testbed.js";
 import { ledgerOf, type T3Bed, t3Bed, visible } from "./t3-support.js";
 
 // Shared-testbed isolation: app t3-deploy, path /srv/t3-deploy, ports 18310 (h1) and 18311 (h2).
@@ -40,7 +40,7 @@ const COMPOSE = `services:
     init: true
     ports: ["\${T3_PORT}:8080"]
     healthcheck:
-      test: ["CMD", "wget", "-qO-", "http://127.0.0.1:8080/health"]
+      test: ["CMD", "/app/bin/healthcheck"]
       interval: 1s
       timeout: 2s
       retries: 2
@@ -75,28 +75,49 @@ beforeAll(async () => {
   bed.workspace = mkdtempSync(join(tmpdir(), "t3-ws-"));
   writeFileSync(join(bed.workspace, "deploy-kit.yml"), config());
   writeFileSync(join(bed.workspace, "compose.yml"), COMPOSE);
-  for (const [i, h] of bed.hosts.entries()) {
-    bed.resetApp(h, APP);
-    bed.writeEnv(h, APP, `T3_PORT=${i === 0 ? PORTS.h1 : PORTS.h2}\n`);
+  for (const [i, h] of bed.hosts.slice(0, 2).entries()) {
+    await bed.resetApp(h, APP);
+    await bed.writeEnv(h, APP, `T3_PORT=${i === 0 ? PORTS.h1 : PORTS.h2}\n`);
   }
   images = {
-    v1: bed.buildImage("v1", "ok"),
-    v2: bed.buildImage("v2", "ok"),
-    v3: bed.buildImage("v3", "crash"),
+    v1: await bed.buildImage("v1", "ok"),
+    v2: await bed.buildImage("v2", "ok"),
+    v3: await bed.buildImage("v3", "crash"),
   };
 }, 600_000);
 
-afterAll(() => {
-  for (const h of bed?.hosts ?? []) bed.resetApp(h, APP);
+afterAll(async () => {
+  for (const h of bed?.hosts.slice(0, 2) ?? []) await bed.resetApp(h, APP);
 });
+
+/** A lock as another run leaves it, written on the host as the deploy user. */
+async function plantLock(owner: string, token: string) {
+  const info = JSON.stringify({ owner, token, acquired: Math.floor(Date.now() / 1000), lease: 600 });
+  await hostExec(
+    bed.hosts[0]!,
+    [
+      "sh",
+      "-c",
+      'mkdir "$1" && printf "%s" "$2" > "$1/info.json"',
+      "sh",
+      `${PATH_ON_HOST}/.deploy-kit/lock`,
+      info,
+    ],
+    { user: "deploy" },
+  );
+}
 
 describe("deploy-ssh on the testbed (2 hosts, compose v1, private registry)", () => {
   test("deploy v1: both hosts serve v1, exactly one SSH handshake per host, no credential left", async () => {
-    const before = bed.hosts.map((h) => bed.acceptedLogins(h));
     const r = await deploy(images.v1);
     expect(r.exitCode, r.stdout + r.stderr).toBe(0);
-    const after = bed.hosts.map((h) => bed.acceptedLogins(h));
-    expect(after.map((n, i) => n - before[i]!)).toEqual([1, 1]);
+    // One TCP connection per host for the whole action, and the host's sshd accepted it once:
+    // every command, upload, lock and ledger step was a channel on it.
+    for (const h of bed.hosts.slice(0, 2)) {
+      const seen = bed.sshdEntries(h, r.stdout);
+      expect(seen.ports, h.alias).toHaveLength(1);
+      expect(seen.accepted, h.alias).toBe(1);
+    }
     expect(await bed.health(bed.hosts[0]!, PORTS.h1)).toMatchObject({ version: "v1" });
     expect(await bed.health(bed.hosts[1]!, PORTS.h2)).toMatchObject({ version: "v1" });
     expect(r.outputs["rolled-back"]).toBe("false");
@@ -173,18 +194,21 @@ describe("deploy-ssh on the testbed (2 hosts, compose v1, private registry)", ()
       `${bed.hosts[0]!.address} ${bed.otherHostKey}`,
     );
     const ledgerBefore = readFileSync(join(bed.hosts[0]!.srvDir, APP, ".deploy-kit/releases.jsonl"), "utf8");
-    const container = bed.containerIds(bed.hosts[0]!, APP);
-    const loginsBefore = bed.acceptedLogins(bed.hosts[0]!);
+    const container = await bed.containerIds(bed.hosts[0]!, APP);
     const r = await deploy(images.v1, { knownHosts: forged });
     expect(r.exitCode).toBe(1);
     expect(r.stdout).toContain("does NOT match known-hosts for h1");
     expect(r.stdout).toMatch(/presented: ssh-ed25519 SHA256:\S+/);
     expect(r.stdout).toMatch(/expected: {2}ssh-ed25519 SHA256:\S+/);
-    expect(bed.acceptedLogins(bed.hosts[0]!)).toBe(loginsBefore);
+    // The TCP connection reached sshd, and was dropped before any authentication.
+    const seen = bed.sshdEntries(bed.hosts[0]!, r.stdout);
+    expect(seen.ports).toHaveLength(1);
+    expect(seen.connected).toBe(1);
+    expect(seen.accepted).toBe(0);
     expect(readFileSync(join(bed.hosts[0]!.srvDir, APP, ".deploy-kit/releases.jsonl"), "utf8")).toBe(
       ledgerBefore,
     );
-    expect(bed.containerIds(bed.hosts[0]!, APP)).toEqual(container);
+    expect(await bed.containerIds(bed.hosts[0]!, APP)).toEqual(container);
   });
 
   test("no known-hosts line for a host: fails before connecting, with the ssh-keyscan line", async () => {
@@ -199,13 +223,8 @@ describe("deploy-ssh on the testbed (2 hosts, compose v1, private registry)", ()
 
   test("a second deploy while the lock is held waits up to lock.wait, then fails naming the owner", async () => {
     const lockDir = join(bed.hosts[0]!.srvDir, APP, ".deploy-kit/lock");
-    mkdirSync(lockDir);
     const owner = "https://github.com/acme/app/actions/runs/42";
-    writeFileSync(
-      join(lockDir, "info.json"),
-      JSON.stringify({ owner, token: "someone-else", acquired: Math.floor(Date.now() / 1000), lease: 600 }),
-    );
-    bed.chownToDeploy(lockDir);
+    await plantLock(owner, "someone-else");
     try {
       const ledgerBefore = ledger(0).length;
       const t = Date.now();
@@ -220,23 +239,13 @@ describe("deploy-ssh on the testbed (2 hosts, compose v1, private registry)", ()
       expect(existsSync(join(bed.hosts[1]!.srvDir, APP, ".deploy-kit/lock"))).toBe(false);
       expect(await bed.health(bed.hosts[0]!, PORTS.h1)).toMatchObject({ version: "v2" });
     } finally {
-      execFileSync("rm", ["-rf", lockDir]);
+      await hostExec(bed.hosts[0]!, ["rm", "-rf", `${PATH_ON_HOST}/.deploy-kit/lock`], { user: "deploy" });
     }
   });
 
   test("the post step releases a lock the main step left behind (cancelled job)", async () => {
     const lockDir = join(bed.hosts[0]!.srvDir, APP, ".deploy-kit/lock");
-    mkdirSync(lockDir);
-    writeFileSync(
-      join(lockDir, "info.json"),
-      JSON.stringify({
-        owner: "cancelled-run",
-        token: "tok-cancelled",
-        acquired: Math.floor(Date.now() / 1000),
-        lease: 600,
-      }),
-    );
-    bed.chownToDeploy(lockDir);
+    await plantLock("cancelled-run", "tok-cancelled");
     const r = await runBundled("deploy-ssh", {
       cwd: bed.workspace,
       inputs: {

@@ -34,7 +34,7 @@ services:
     init: true
     ports: ["\${T3_PORT}:8080"]
     healthcheck:
-      test: ["CMD", "wget", "-qO-", "http://127.0.0.1:8080/health"]
+      test: ["CMD", "/app/bin/healthcheck"]
       interval: 1s
       timeout: 2s
       retries: 2
@@ -70,18 +70,18 @@ beforeAll(async () => {
   bed.workspace = mkdtempSync(join(tmpdir(), "t3-rb-"));
   writeFileSync(join(bed.workspace, "deploy-kit.yml"), CONFIG());
   writeFileSync(join(bed.workspace, "compose.yml"), COMPOSE);
-  bed.resetApp(h1, APP);
-  bed.writeEnv(h1, APP, `T3_PORT=${PORT}\n`);
+  await bed.resetApp(h1, APP);
+  await bed.writeEnv(h1, APP, `T3_PORT=${PORT}\n`);
   images = {
-    v1: bed.buildImage("v1", "ok"),
-    v2: bed.buildImage("v2", "ok"),
-    v3: bed.buildImage("v3", "unhealthy"),
-    v4: bed.buildImage("v4", "ok"),
+    v1: await bed.buildImage("v1", "ok"),
+    v2: await bed.buildImage("v2", "ok"),
+    v3: await bed.buildImage("v3", "unhealthy"),
+    v4: await bed.buildImage("v4", "ok"),
   };
 }, 600_000);
 
-afterAll(() => {
-  if (bed) bed.resetApp(h1, APP);
+afterAll(async () => {
+  if (bed) await bed.resetApp(h1, APP);
 });
 
 describe("rollback on the testbed (compose v1, compose file with a version key)", () => {
@@ -119,7 +119,7 @@ describe("rollback on the testbed (compose v1, compose file with a version key)"
     const r = await deploy(images.v4);
     expect(r.exitCode, r.stdout + r.stderr).toBe(0);
     expect(await serves()).toBe("v4");
-    const refs = bed.imageRefsOnHost(h1);
+    const refs = await bed.imageRefsOnHost(h1);
     // Live v4 and its rollback target v1 stay; v2 and the broken v3 go (keep-releases: 2).
     expect(refs).toContain(images.v4);
     expect(refs).toContain(images.v1);
@@ -135,7 +135,7 @@ describe("rollback on the testbed (compose v1, compose file with a version key)"
     expect(await serves()).toBe("v2");
     // Pruning after it keeps the live image and the new rollback target (v1); v4, rolled back
     // from, is not a default target any more and may go.
-    const refs = bed.imageRefsOnHost(h1);
+    const refs = await bed.imageRefsOnHost(h1);
     expect(refs).toContain(images.v2);
     expect(refs).toContain(images.v1);
   });
