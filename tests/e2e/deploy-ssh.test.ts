@@ -282,3 +282,45 @@ describe("deploy-ssh on the testbed (2 hosts, compose v1, private registry)", ()
     expect(bad.stdout).toContain("is not an image reference");
   });
 });
+
+describe("validate-config check-remote on the testbed", () => {
+  const validate = (workspace: string) =>
+    runBundled("validate-config", {
+      cwd: workspace,
+      inputs: {
+        environment: "e2e",
+        "check-remote": "true",
+        "ssh-key": bed.sshKey,
+        "known-hosts": bed.knownHosts,
+      },
+    });
+
+  test("a ready environment passes and the summary lists each host", async () => {
+    const r = await validate(bed.workspace);
+    expect(r.exitCode, r.stdout + r.stderr).toBe(0);
+    expect(r.summary).toMatch(/\| e2e \| h1 \| ✅ \|/);
+    expect(r.summary).toMatch(/\| e2e \| h2 \| ✅ \|/);
+  });
+
+  test("every problem on every host is reported, reading key names only", async () => {
+    const ws = mkdtempSync(join(tmpdir(), "t3-check-"));
+    writeFileSync(
+      join(ws, "deploy-kit.yml"),
+      config().replace("required-keys: [T3_PORT]", "required-keys: [T3_PORT, JWT_SECRET_KEY]"),
+    );
+    writeFileSync(join(ws, "compose.yml"), COMPOSE);
+    await hostExec(bed.hosts[1]!, ["chmod", "644", `${PATH_ON_HOST}/.env`], { user: "deploy" });
+    try {
+      const r = await validate(ws);
+      expect(r.exitCode).toBe(1);
+      const out = visible(r.everything);
+      expect(out).toContain(`e2e/h1: ${PATH_ON_HOST}/.env lacks required key(s): JWT_SECRET_KEY`);
+      expect(out).toContain(`e2e/h2: ${PATH_ON_HOST}/.env lacks required key(s): JWT_SECRET_KEY`);
+      expect(out).toContain(`e2e/h2: ${PATH_ON_HOST}/.env has mode 644`);
+      // The value of T3_PORT never left the host.
+      expect(out).not.toContain(String(PORTS.h2));
+    } finally {
+      await hostExec(bed.hosts[1]!, ["chmod", "600", `${PATH_ON_HOST}/.env`], { user: "deploy" });
+    }
+  });
+});
