@@ -420,6 +420,12 @@ export async function deployRelease(
       `image-ref ${req.imageRef} is not from image.name ${req.config.image.name}; old images of it will not be pruned.`,
     );
   }
+  if (req.env.strategy === "blue-green") {
+    // Said loudly rather than silently: the user asked for zero downtime and this run recreates.
+    req.log.warn(
+      "strategy: blue-green is not implemented by this version of deploy-kit: deploying with recreate (the service restarts; expect a few seconds of downtime per host).",
+    );
+  }
   const runs = await preflight(remotes, req);
   const releaseId =
     req.releaseId ??
