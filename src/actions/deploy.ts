@@ -1,14 +1,12 @@
-import * as core from "@actions/core";
 import { z } from "zod";
 import { input, readInputs, setOutputs } from "../core/inputs.js";
 import type { Log } from "../core/log.js";
 import type { ActionSpec } from "../core/run-action.js";
 import { writeSummary } from "../core/summary.js";
 import { runUrl, workspacePath } from "../core/workspace.js";
-import { type HeldLockRecord, releaseRecordedLock } from "../deploy/operation.js";
 import { pipelineSections, pipelineTitle, runPipeline } from "../pipeline/deploy.js";
 import { lockOwner } from "../release/lock.js";
-import { lockState, registryInputs, requireKnownHosts } from "./deploy-ssh.js";
+import { lockState, registryInputs, releaseSavedLock, requireKnownHosts } from "./lock-state.js";
 
 export const inputs = {
   config: input.string("deploy-kit.yml"),
@@ -58,18 +56,4 @@ async function main(log: Log): Promise<void> {
   if (result.error) throw result.error;
 }
 
-/** Runs even when the job was cancelled: release a lock the main step could not. */
-async function post(log: Log): Promise<void> {
-  const saved = core.getState("lock");
-  if (!saved) return;
-  const i = readInputs(inputs);
-  await releaseRecordedLock({
-    configFile: workspacePath(i.config),
-    environment: i.environment,
-    secrets: { sshKey: i["ssh-key"], knownHosts: i["known-hosts"] },
-    record: JSON.parse(saved) as HeldLockRecord,
-    log,
-  });
-}
-
-export default { main, post } satisfies ActionSpec;
+export default { main, post: releaseSavedLock } satisfies ActionSpec;

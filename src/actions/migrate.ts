@@ -13,7 +13,7 @@ import { type HeldLockRecord, releaseRecordedLock } from "../deploy/operation.js
 import { checkImageRef } from "../deploy/release.js";
 import { migrateOnFirstHost, migrateSections } from "../migrate/index.js";
 import { lockOwner } from "../release/lock.js";
-import { requireKnownHosts } from "./deploy-ssh.js";
+import { lockState, releaseSavedLock, requireKnownHosts } from "./lock-state.js";
 
 export const inputs = {
   config: input.string("deploy-kit.yml"),
@@ -25,8 +25,6 @@ export const inputs = {
   "registry-password": input.optional(),
   "dry-run": input.bool(false),
 };
-
-const LOCK_STATE = "migrate-lock";
 
 async function main(log: Log): Promise<void> {
   const i = readInputs(inputs);
@@ -70,12 +68,8 @@ async function main(log: Log): Promise<void> {
         gitSha: process.env.GITHUB_SHA,
         actor: process.env.GITHUB_ACTOR || lockOwner(),
         runUrl: runUrl(),
-        onLock: (token) =>
-          core.saveState(
-            LOCK_STATE,
-            JSON.stringify({ token, aliases: [first.alias] } satisfies HeldLockRecord),
-          ),
-        onUnlock: () => core.saveState(LOCK_STATE, ""),
+        onLock: (token) => lockState.save({ token, aliases: [first.alias] }),
+        onUnlock: () => lockState.clear(),
       },
       log,
     );
@@ -102,18 +96,4 @@ function loginFrom(username?: string, password?: string) {
   return { username, password };
 }
 
-/** A cancelled run still releases the deploy lock it took. */
-async function post(log: Log): Promise<void> {
-  const saved = core.getState(LOCK_STATE);
-  if (!saved) return;
-  const i = readInputs(inputs);
-  await releaseRecordedLock({
-    configFile: workspacePath(i.config),
-    environment: i.environment,
-    secrets: { sshKey: i["ssh-key"], knownHosts: i["known-hosts"] },
-    record: JSON.parse(saved) as HeldLockRecord,
-    log,
-  });
-}
-
-export default { main, post } satisfies ActionSpec;
+export default { main, post: releaseSavedLock } satisfies ActionSpec;

@@ -1,15 +1,14 @@
-import * as core from "@actions/core";
 import { z } from "zod";
 import { input, readInputs, setOutputs } from "../core/inputs.js";
 import type { Log } from "../core/log.js";
 import type { ActionSpec } from "../core/run-action.js";
 import { writeSummary } from "../core/summary.js";
 import { runUrl, workspacePath } from "../core/workspace.js";
-import { type HeldLockRecord, releaseRecordedLock, withLockedEnvironment } from "../deploy/operation.js";
+import { withLockedEnvironment } from "../deploy/operation.js";
 import { rollbackRelease } from "../deploy/release.js";
 import { hostSections } from "../deploy/summary.js";
 import { lockOwner } from "../release/lock.js";
-import { lockState, registryInputs, requireKnownHosts } from "./deploy-ssh.js";
+import { lockState, registryInputs, releaseSavedLock, requireKnownHosts } from "./lock-state.js";
 
 export const inputs = {
   config: input.string("deploy-kit.yml"),
@@ -60,17 +59,4 @@ async function main(log: Log): Promise<void> {
   if (result.error) throw result.error;
 }
 
-async function post(log: Log): Promise<void> {
-  const saved = core.getState("lock");
-  if (!saved) return;
-  const i = readInputs(inputs);
-  await releaseRecordedLock({
-    configFile: workspacePath(i.config),
-    environment: i.environment,
-    secrets: { sshKey: i["ssh-key"], knownHosts: i["known-hosts"] },
-    record: JSON.parse(saved) as HeldLockRecord,
-    log,
-  });
-}
-
-export default { main, post } satisfies ActionSpec;
+export default { main, post: releaseSavedLock } satisfies ActionSpec;
