@@ -97,6 +97,42 @@ const smokeCheck = z.strictObject({
   "max-latency": duration().optional(),
 });
 
+// --- strategy: blue-green (src/deploy/blue-green.ts) -------------------------------------------
+// Each color is its own compose project (<app>-blue, <app>-green) publishing the proxied service on
+// its own port; the proxy's upstream file is rewritten and the proxy reloaded to switch.
+const noNewline = (s: string) => !/[\r\n]/.test(s);
+const port = z.number().int().min(1).max(65535);
+const blueGreen = z.strictObject({
+  /** The service behind the proxy (default: the first of compose.service). */
+  service: serviceName.optional(),
+  /** The port the service listens on inside its container. */
+  "container-port": port,
+  ports: z
+    .strictObject({ blue: port, green: port })
+    .refine((p) => p.blue !== p.green, "blue and green need different ports"),
+  /** Where the color's port is published on the host; the proxy connects there. */
+  "bind-address": z.string().regex(IPV4, "an IPv4 address").default("127.0.0.1"),
+  proxy: z.strictObject({
+    type: z.literal("nginx").default("nginx"),
+    "upstream-file": z
+      .string()
+      .regex(SAFE_PATH, "an absolute path of letters, digits, '.', '_', '-' and '/'")
+      .refine((p) => !p.split("/").includes(".."), "must not contain '..'")
+      .refine((p) => !p.endsWith("/"), "a file, not a directory"),
+    "upstream-name": z
+      .string()
+      .regex(/^[A-Za-z0-9_-]+$/, "letters, digits, '_' and '-'")
+      .optional(),
+    // The user's own commands (like migrate.command), run on the host in a `set -eu` script.
+    "test-command": z.string().min(1).refine(noNewline, "one line").optional(),
+    "reload-command": z.string().min(1).refine(noNewline, "one line").default("nginx -s reload"),
+    "verify-url": z.url({ protocol: /^https?$/ }),
+    "verify-timeout": duration("10s"),
+  }),
+  drain: duration("5s"),
+  "keep-warm": z.boolean().default(false),
+});
+
 const environment = z.strictObject({
   url: z.url({ protocol: /^https?$/ }).optional(),
   hosts: z.array(host).min(1, "at least one host").max(200),
@@ -135,6 +171,7 @@ const environment = z.strictObject({
     })
     .optional(),
   strategy: z.enum(["recreate", "blue-green"]).default("recreate"),
+  "blue-green": blueGreen.optional(),
   parallel: z
     .union([
       z.number().int().min(1),
@@ -189,6 +226,29 @@ const environment = z.strictObject({
     .prefault(EMPTY),
 });
 
+// blue-green: the strategy and its section go together.
+const checkedEnvironment = environment.superRefine((e, ctx) => {
+  if (e.strategy === "blue-green" && !e["blue-green"])
+    ctx.addIssue({
+      code: "custom",
+      path: ["blue-green"],
+      message: "strategy: blue-green needs a blue-green section (proxy, ports, container-port)",
+    });
+  if (e.strategy !== "blue-green" && e["blue-green"])
+    ctx.addIssue({
+      code: "custom",
+      path: ["strategy"],
+      message: "a blue-green section is set but strategy is recreate: set strategy: blue-green",
+    });
+  const bg = e["blue-green"];
+  if (bg?.service && !e.compose.service.includes(bg.service))
+    ctx.addIssue({
+      code: "custom",
+      path: ["blue-green", "service"],
+      message: `must be one of compose.service (${e.compose.service.join(", ")})`,
+    });
+});
+
 export const configSchema = z.strictObject({
   version: z.literal(1, { message: "version must be 1" }),
   app: z.string().regex(NAME, "lower-case letters, digits and '-', starting with a letter").max(50),
@@ -213,7 +273,10 @@ export const configSchema = z.strictObject({
       .optional(),
   }),
   environments: z
-    .record(z.string().regex(/^[a-z0-9][a-z0-9_-]*$/, "lower-case letters, digits, '_' and '-'"), environment)
+    .record(
+      z.string().regex(/^[a-z0-9][a-z0-9_-]*$/, "lower-case letters, digits, '_' and '-'"),
+      checkedEnvironment,
+    )
     .refine((e) => Object.keys(e).length > 0, "define at least one environment"),
   notify: z
     .strictObject({

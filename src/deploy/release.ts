@@ -30,6 +30,7 @@ import {
   readLedger,
 } from "../release/ledger.js";
 import type { Remote } from "../ssh/types.js";
+import { releaseOnIdleColor } from "./blue-green.js";
 import type { ComposeSource } from "./compose-file.js";
 import { waitHealthy } from "./health.js";
 import { checkHost } from "./preflight.js";
@@ -282,6 +283,11 @@ async function deployHost(run: HostRun, req: DeployRequest, releaseId: string): 
     "migration-applied": req.migrationApplied ?? null,
   };
   run.touched = true;
+  // strategy: blue-green (blue-green.ts): the release starts beside the live one, then the proxy switches.
+  if (req.env.strategy === "blue-green") {
+    await releaseOnIdleColor(run, req, { base, imageId, record: (f) => record(run, req, entry(req, f)) });
+    return;
+  }
   try {
     await remote.run({
       what: "switch to the new release files",
@@ -353,6 +359,16 @@ async function restoreHost(
     ...(why.replaces ? { replaces: why.replaces } : {}),
   };
   run.touched = true;
+  // strategy: blue-green (blue-green.ts): the target starts as the idle color (or is still warm there).
+  if (ctx.env.strategy === "blue-green") {
+    const ok = { status: "succeeded" as const, ...(why.reason ? { reason: why.reason } : {}) };
+    await releaseOnIdleColor(run, ctx, {
+      base,
+      imageId,
+      record: (f) => record(run, ctx, entry(ctx, f.status === "succeeded" ? { ...f, ...ok } : f)),
+    });
+    return;
+  }
   try {
     await remote.run({
       what: "switch to the rollback target's files",
@@ -418,12 +434,6 @@ export async function deployRelease(
   if (repositoryOf(req.imageRef) !== req.config.image.name) {
     req.log.warn(
       `image-ref ${req.imageRef} is not from image.name ${req.config.image.name}; old images of it will not be pruned.`,
-    );
-  }
-  if (req.env.strategy === "blue-green") {
-    // Said loudly rather than silently: the user asked for zero downtime and this run recreates.
-    req.log.warn(
-      "strategy: blue-green is not implemented by this version of deploy-kit: deploying with recreate (the service restarts; expect a few seconds of downtime per host).",
     );
   }
   const runs = await preflight(remotes, req);

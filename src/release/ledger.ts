@@ -32,6 +32,8 @@ export interface LedgerEntry {
   replaces?: string;
   /** Why a release failed or was rolled back, one line. */
   reason?: string;
+  /** strategy: blue-green: the color (compose project <app>-<color>) this release ran as. */
+  color?: "blue" | "green";
 }
 
 const KINDS = new Set(["deploy", "rollback", "migrate"]);

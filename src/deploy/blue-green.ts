@@ -1,0 +1,334 @@
+/**
+ * strategy: blue-green. A release starts as the idle color (its own compose project beside the
+ * live one, on its own port), is held to the health gate, and only then does the proxy switch to
+ * it: the upstream file is rewritten and the proxy reloaded (nginx drains old connections
+ * gracefully), the switch is verified through the proxy, and the old color stops after the drain
+ * period (or stays warm until the next deploy with keep-warm). If the new color never gets
+ * healthy the proxy is never touched; if the check through the proxy fails, it switches back.
+ * A rollback is the same move with the earlier release's image: with the old color still warm it
+ * is only a switch.
+ */
+
+import { parse } from "yaml";
+import { type ComposeBin, type ComposeProject, composeUpScript } from "../commands/compose.js";
+import { serviceContainersScript } from "../commands/docker.js";
+import { parseRemoteHttp, remoteHttpScript } from "../commands/http.js";
+import {
+  type Color,
+  colorOverride,
+  colorProject,
+  nginxUpstream,
+  otherColor,
+  parseUpstream,
+  readUpstreamScript,
+  stopColorScript,
+  switchUpstreamScript,
+} from "../commands/proxy.js";
+import { activateReleaseScript, statePaths } from "../commands/release.js";
+import type { Environment } from "../config/schema.js";
+import { ConfigError, DeployError } from "../core/errors.js";
+import type { LedgerEntry } from "../release/ledger.js";
+import type { Remote } from "../ssh/types.js";
+import type { ComposeSource } from "./compose-file.js";
+import { assessHealth, parseContainers, waitHealthy } from "./health.js";
+import type { ReleaseContext } from "./release.js";
+
+type BlueGreen = NonNullable<Environment["blue-green"]>;
+
+/** The part of release.ts's per-host run this module reads and updates. */
+export interface ColorHost {
+  remote: Remote;
+  bin: ComposeBin;
+  ledger: LedgerEntry[];
+  /** Set once the proxy points at the new color: a later failure elsewhere must switch it back. */
+  touched: boolean;
+}
+
+type EntryFields = Pick<LedgerEntry, "id" | "kind" | "image-ref" | "status"> & Partial<LedgerEntry>;
+
+export interface ColorRelease {
+  /** The ledger fields of this release (id, kind, image-ref, ...); the color and status are added. */
+  base: Pick<LedgerEntry, "id" | "kind" | "image-ref"> & Partial<LedgerEntry>;
+  /** The image ID the health gate expects the new color's containers to run. */
+  imageId: string;
+  /** Appends a ledger line for this host (release.ts's `record`). */
+  record(fields: EntryFields): Promise<void>;
+}
+
+const COMPOSE_UP_TIMEOUT = 15 * 60_000;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export function blueGreenOf(env: Environment): BlueGreen {
+  const bg = env["blue-green"];
+  if (!bg)
+    throw new ConfigError("strategy: blue-green needs a blue-green section in deploy-kit.yml.", {
+      hint: "Add blue-green: { container-port, ports: { blue, green }, proxy: { upstream-file, reload-command, verify-url } }.",
+    });
+  return bg;
+}
+
+export const proxiedService = (env: Environment, bg: BlueGreen) => bg.service ?? env.compose.service[0]!;
+
+/**
+ * Each color publishes the proxied service on its own port through deploy-kit's override, and
+ * compose concatenates the `ports` of merged files: a port the user's file publishes itself would
+ * be taken twice. Refuse that before anything changes.
+ */
+export function checkColorCompose(compose: ComposeSource, env: Environment): void {
+  const bg = blueGreenOf(env);
+  const service = proxiedService(env, bg);
+  const doc = parse(compose.content) as { services?: Record<string, { ports?: unknown[] }> };
+  const ports = doc?.services?.[service]?.ports;
+  if (Array.isArray(ports) && ports.length) {
+    throw new ConfigError(
+      `strategy: blue-green publishes service ${service} on blue-green.ports (${bg.ports.blue} blue, ${bg.ports.green} green), but ${compose.name} publishes it too (ports: ${JSON.stringify(ports)}); nothing was changed.`,
+      {
+        hint: `Remove \`ports:\` from service ${service} in ${compose.name}: deploy-kit adds "${bg["bind-address"]}:<color port>:${bg["container-port"]}" per color, and the proxy is what listens publicly.`,
+      },
+    );
+  }
+}
+
+/** The color the proxy serves now: the upstream file's marker, else the ledger's last good color. */
+export async function liveColor(
+  host: ColorHost,
+  app: string,
+  bg: BlueGreen,
+): Promise<{ color: Color; release: string } | undefined> {
+  const res = await host.remote.run({
+    what: "read the proxy's upstream file",
+    script: readUpstreamScript(bg.proxy["upstream-file"]),
+  });
+  const marked = parseUpstream(res.stdout, app);
+  if (marked) return { color: marked.color, release: marked.release };
+  const last = host.ledger.findLast(
+    (e) => (e.kind === "deploy" || e.kind === "rollback") && e.status === "succeeded" && e.color,
+  );
+  return last ? { color: last.color!, release: last.id } : undefined;
+}
+
+function colorCompose(ctx: ReleaseContext, bin: ComposeBin, color: Color, releaseId: string): ComposeProject {
+  const dir = statePaths(ctx.env.path)
+    .release(releaseId)
+    .slice(ctx.env.path.replace(/\/+$/, "").length + 1);
+  return {
+    bin,
+    project: colorProject(ctx.config.app, color),
+    dir: ctx.env.path,
+    // The release's own files: the live files at <path> belong to the color being replaced.
+    files: [`${dir}/${ctx.compose.name}`, `${dir}/override.yml`, `${dir}/color.yml`],
+    projectDirectory: ctx.env.path,
+  };
+}
+
+async function switchProxy(
+  host: ColorHost,
+  ctx: ReleaseContext,
+  bg: BlueGreen,
+  to: { color: Color; release: string },
+): Promise<void> {
+  const content = nginxUpstream(bg.proxy["upstream-name"] ?? ctx.config.app, {
+    app: ctx.config.app,
+    color: to.color,
+    release: to.release,
+    address: bg["bind-address"],
+    port: bg.ports[to.color],
+  });
+  await host.remote.run({
+    what: `switch the proxy to ${to.color}`,
+    script: switchUpstreamScript({
+      file: bg.proxy["upstream-file"],
+      content,
+      reloadCommand: bg.proxy["reload-command"],
+      testCommand: bg.proxy["test-command"],
+    }),
+    timeoutMs: 60_000,
+    hint: "The proxy's test or reload command failed; the upstream file was put back. Check blue-green.proxy (reload-command, test-command) and that the deploy user may run them.",
+  });
+}
+
+/** Ask the proxy, from the host, until it answers 2xx/3xx or verify-timeout passes. */
+async function verifyThroughProxy(host: ColorHost, ctx: ReleaseContext, bg: BlueGreen): Promise<void> {
+  const url = bg.proxy["verify-url"];
+  const deadline = Date.now() + bg.proxy["verify-timeout"];
+  let last = "";
+  for (;;) {
+    const res = await host.remote.run({
+      what: `request ${url} through the proxy`,
+      script: remoteHttpScript({ url, method: "GET", timeoutMs: 5_000, headersOnStdin: false }),
+    });
+    const r = parseRemoteHttp(res.stdout);
+    if (r.tool === "none") {
+      throw new DeployError(`${host.remote.alias}: cannot check the proxy: ${r.error}.`, {
+        host: host.remote.alias,
+        hint: "Install curl (or wget) on the host: blue-green verifies the switch through the proxy from there.",
+      });
+    }
+    if (r.status >= 200 && r.status < 400) {
+      ctx.log.info(`${host.remote.alias}: ${url} answers ${r.status} through the proxy`);
+      return;
+    }
+    last = r.status ? `status ${r.status}` : r.error.split("\n").pop() || `exit ${r.exitCode}`;
+    if (Date.now() + 500 > deadline) break;
+    await sleep(500);
+  }
+  throw new DeployError(
+    `${host.remote.alias}: ${url} did not answer through the proxy within ${bg.proxy["verify-timeout"] / 1000} s: ${last}.`,
+    {
+      host: host.remote.alias,
+      hint: "Check that the proxy's upstream include is the file blue-green.proxy.upstream-file names and that verify-url is the proxy's address as seen from the host.",
+    },
+  );
+}
+
+/** Does the color already run `imageId`, healthy (kept warm)? Then starting it again is skipped. */
+async function isWarm(host: ColorHost, project: string, services: readonly string[], imageId: string) {
+  const res = await host.remote.run({
+    what: "check the idle color's containers",
+    script: serviceContainersScript(project, services),
+  });
+  return assessHealth(parseContainers(res.stdout), services, imageId, 0).state === "healthy";
+}
+
+async function stopColor(
+  host: ColorHost,
+  ctx: ReleaseContext,
+  color: Color,
+  project = colorProject(ctx.config.app, color),
+): Promise<void> {
+  const label =
+    project === ctx.config.app ? `project ${project} (a recreate deploy's)` : `the ${color} color`;
+  const res = await host.remote.run({
+    what: `stop ${label}`,
+    script: stopColorScript(project),
+    timeoutMs: 5 * 60_000,
+    allowFailure: true,
+  });
+  if (res.exitCode !== 0)
+    ctx.log.warn(`${host.remote.alias}: could not stop ${label}: ${res.stderr.trim().split("\n").pop()}`);
+  else ctx.log.info(`${host.remote.alias}: ${label}: ${res.stdout.trim()} container(s)`);
+}
+
+const oneLine = (e: unknown) => (e instanceof Error ? e.message : String(e)).split("\n")[0]!.slice(0, 300);
+
+/**
+ * Put a release live on one host as the idle color. The release's compose file and image
+ * override are already in its directory (release.ts wrote or copied them); this adds the color's
+ * port override, starts the color, gates it, switches and verifies the proxy, records the ledger
+ * line, then drains and stops the old color. Returns the color now live.
+ */
+export async function releaseOnIdleColor(
+  host: ColorHost,
+  ctx: ReleaseContext,
+  rel: ColorRelease,
+): Promise<Color> {
+  const bg = blueGreenOf(ctx.env);
+  const { remote } = host;
+  const alias = remote.alias;
+  host.touched = false;
+  checkColorCompose(ctx.compose, ctx.env);
+  const live = await liveColor(host, ctx.config.app, bg);
+  const color = live ? otherColor(live.color) : "blue";
+  const project = colorCompose(ctx, host.bin, color, rel.base.id);
+  const services = ctx.env.compose.service;
+  const fail = async (e: unknown, what: string): Promise<never> => {
+    await rel
+      .record({ ...rel.base, color, status: "failed", reason: oneLine(e) })
+      .catch((le) => ctx.log.warn(`${alias}: could not record the failed release: ${(le as Error).message}`));
+    const serving = live ? `${live.color} (release ${live.release})` : "what it served before";
+    throw new DeployError(`${(e as Error).message}\n${alias}: ${what}; the proxy serves ${serving}.`, {
+      host: alias,
+      hint: (e as DeployError).hint,
+      cause: e,
+    });
+  };
+
+  ctx.log.info(
+    `${alias}: starting ${rel.base.id} as ${color} (port ${bg.ports[color]})${live ? `; ${live.color} stays live until the switch` : ""}`,
+  );
+  try {
+    await remote.upload(
+      `${statePaths(ctx.env.path).release(rel.base.id)}/color.yml`,
+      colorOverride({
+        service: proxiedService(ctx.env, bg),
+        address: bg["bind-address"],
+        port: bg.ports[color],
+        containerPort: bg["container-port"],
+        version: ctx.compose.version,
+      }),
+      0o644,
+    );
+    if (await isWarm(host, project.project, services, rel.imageId)) {
+      ctx.log.info(`${alias}: ${color} already runs this image, healthy (kept warm): switching only`);
+    } else {
+      await remote.run({
+        what: `docker compose up (${color})`,
+        script: composeUpScript(project),
+        timeoutMs: COMPOSE_UP_TIMEOUT,
+        onLine: (l) => ctx.log.debug(`[${alias}] ${l}`),
+        hint: "Compose could not start the new color; its error is above. The compose file and the operator's .env on the host must work together.",
+      });
+      await waitHealthy(remote, {
+        project: project.project,
+        services,
+        imageId: rel.imageId,
+        timeoutMs: ctx.env.health.timeout,
+        intervalMs: ctx.env.health.interval,
+        log: ctx.log,
+      });
+    }
+  } catch (e) {
+    // Never healthy: the proxy was not touched. Stop the failed color so it does not crash-loop.
+    await stopColor(host, ctx, color);
+    return fail(e, `${color} never became healthy and the proxy was not touched`);
+  }
+
+  try {
+    host.touched = true;
+    await switchProxy(host, ctx, bg, { color, release: rel.base.id });
+  } catch (e) {
+    // The script put the previous upstream file back; the proxy still serves the old color.
+    host.touched = false;
+    await stopColor(host, ctx, color);
+    return fail(e, "the proxy could not be switched");
+  }
+  try {
+    await verifyThroughProxy(host, ctx, bg);
+  } catch (e) {
+    if (live) {
+      await switchProxy(host, ctx, bg, live).then(
+        () => {
+          host.touched = false;
+        },
+        (se) => ctx.log.error(`${alias}: switching the proxy back to ${live.color} failed: ${oneLine(se)}`),
+      );
+    }
+    return fail(
+      e,
+      host.touched ? "the switch could not be verified" : "switched back after the check failed",
+    );
+  }
+  ctx.log.info(`${alias}: the proxy serves ${color} (${rel.base.id})`);
+
+  // The live files at <path> follow the live release, for people and tools that run compose there.
+  await remote.run({
+    what: "make the release files the live ones",
+    script: activateReleaseScript(ctx.env.path, rel.base.id, ctx.compose.name),
+  });
+  await rel.record({ ...rel.base, color, status: "succeeded" });
+
+  if (!live) {
+    // The first blue-green release: containers a recreate deploy left (project <app>) stop too.
+    if (bg.drain > 0) await sleep(bg.drain);
+    await stopColor(host, ctx, color, ctx.config.app);
+  } else {
+    if (bg["keep-warm"]) {
+      ctx.log.info(`${alias}: ${live.color} stays running (keep-warm) for an instant rollback`);
+    } else {
+      // nginx finishes the old workers' requests after the reload; give them the drain period.
+      if (bg.drain > 0) await sleep(bg.drain);
+      await stopColor(host, ctx, live.color);
+    }
+  }
+  return color;
+}

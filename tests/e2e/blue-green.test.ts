@@ -1,0 +1,234 @@
+// strategy: blue-green on the testbed: nginx on h1 (run by deploy) in front of the example app.
+// Isolation: app t7-bg, path /srv/t7-bg, color ports 18701 (blue) / 18702 (green); this suite is
+// the only user of h1's nginx and puts its upstream file back afterwards.
+import { mkdtempSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import type { LedgerEntry } from "../../src/release/ledger.js";
+import { runBundled } from "../support/runner.js";
+import {
+  buildExampleImage,
+  ensureTestbed,
+  hostExec,
+  remoteDocker,
+  resetHost,
+  type Testbed,
+  type TestbedHost,
+  writeOperatorEnv,
+} from "../support/testbed.js";
+
+const APP = "t7-bg";
+const PORTS = { blue: 18701, green: 18702 };
+
+let tb: Testbed;
+let h1: TestbedHost;
+let workspace: string;
+let originalUpstream: string;
+let images: { v1: string; v2: string; v3: string };
+let sshKey: string;
+let knownHosts: string;
+
+const COMPOSE = `services:
+  api:
+    image: placeholder/overridden-by-deploy-kit
+    init: true
+    restart: unless-stopped
+    healthcheck:
+      test: ["CMD", "/app/bin/healthcheck"]
+      interval: 1s
+      timeout: 2s
+      retries: 2
+`;
+
+function config(): string {
+  return `version: 1
+app: ${APP}
+image: { name: ${tb.registry.plain}/t7-app }
+environments:
+  e2e:
+    hosts: [{ host: ${h1.address}, alias: h1 }]
+    path: /srv/${APP}
+    compose: { file: compose.yml, service: api }
+    strategy: blue-green
+    blue-green:
+      container-port: 8080
+      ports: { blue: ${PORTS.blue}, green: ${PORTS.green} }
+      drain: 2s
+      proxy:
+        upstream-file: ${tb.nginx.upstreamFile}
+        upstream-name: app
+        reload-command: ${tb.nginx.reloadCommand}
+        verify-url: ${tb.nginx.url}/health
+    health: { timeout: 30s, interval: 500ms }
+    lock: { wait: 3s }
+    rollback: { on-failure: true, keep-releases: 3 }
+`;
+}
+
+const ledger = (): LedgerEntry[] =>
+  readFileSync(join(h1.srvDir, APP, ".deploy-kit/releases.jsonl"), "utf8")
+    .split("\n")
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as LedgerEntry);
+
+async function action(name: "deploy-ssh" | "rollback", inputs: Record<string, string>) {
+  return runBundled(name, {
+    cwd: workspace,
+    inputs: {
+      config: "deploy-kit.yml",
+      environment: "e2e",
+      "ssh-key": sshKey,
+      "known-hosts": knownHosts,
+      ...inputs,
+    },
+    env: { GITHUB_ACTOR: "t7-e2e" },
+    timeoutMs: 180_000,
+  });
+}
+
+async function viaProxy(): Promise<{ status: number; version?: string }> {
+  const res = await fetch(`${tb.nginx.url}/health`, { signal: AbortSignal.timeout(3000) });
+  const body = await res.text();
+  try {
+    return { status: res.status, version: (JSON.parse(body) as { version: string }).version };
+  } catch {
+    return { status: res.status };
+  }
+}
+
+async function runningProjects(): Promise<string[]> {
+  const r = await remoteDocker(h1, ["ps", "--format", '{{.Label "com.docker.compose.project"}}']);
+  return r.stdout
+    .split("\n")
+    .filter((p) => p.startsWith(APP))
+    .sort();
+}
+
+interface LoadResult {
+  errors: number;
+  timeouts: number;
+  non2xx: number;
+  requests: { total: number };
+}
+type LoadRun = Promise<LoadResult> & { stop(): void };
+// autocannon ships no types; this is the part of its API the suite uses.
+const autocannon = (await import("autocannon" as string)).default as (o: object) => LoadRun;
+
+/** Steady load through nginx while `during` runs: 200 requests/s, every failure counted. */
+async function underLoad<T>(during: () => Promise<T>): Promise<{ value: T; total: number; failed: number }> {
+  const instance = autocannon({
+    url: `${tb.nginx.url}/health`,
+    connections: 10,
+    overallRate: 200,
+    duration: 120,
+    timeout: 5,
+  });
+  let value: T;
+  try {
+    value = await during();
+  } finally {
+    // A moment after the deploy returns, so requests to the old color's last moments are counted.
+    await new Promise((r) => setTimeout(r, 500));
+    instance.stop();
+  }
+  const result = await instance;
+  const failed = result.errors + result.timeouts + result.non2xx;
+  return { value: value!, total: result.requests.total, failed };
+}
+
+beforeAll(async () => {
+  tb = await ensureTestbed();
+  h1 = tb.hosts[0]!;
+  sshKey = readFileSync(tb.deployKeyPath, "utf8");
+  knownHosts = readFileSync(tb.knownHostsPath, "utf8");
+  originalUpstream = readFileSync(tb.nginx.upstreamFileOnMachine, "utf8");
+  await resetHost(h1, APP);
+  await writeOperatorEnv(h1, `/srv/${APP}/.env`, "APP_ENV=e2e\n");
+  workspace = mkdtempSync(join(tmpdir(), "t7-ws-"));
+  writeFileSync(join(workspace, "deploy-kit.yml"), config());
+  writeFileSync(join(workspace, "compose.yml"), COMPOSE);
+  const build = async (version: string, mode: "ok" | "crash") =>
+    (await buildExampleImage({ repository: "t7-app", version, mode, tag: `t7-${version}-${mode}` })).ref;
+  images = { v1: await build("v1", "ok"), v2: await build("v2", "ok"), v3: await build("v3", "crash") };
+}, 600_000);
+
+afterAll(async () => {
+  if (!h1) return;
+  await resetHost(h1, APP);
+  // Leave h1's nginx as the testbed made it.
+  writeFileSync(tb.nginx.upstreamFileOnMachine, originalUpstream);
+  await hostExec(h1, ["sh", "-c", tb.nginx.reloadCommand], { user: "deploy", check: false });
+});
+
+describe("strategy: blue-green behind nginx on h1", () => {
+  test("first release starts as blue and the proxy switches to it", async () => {
+    const r = await action("deploy-ssh", { "image-ref": images.v1 });
+    expect(r.exitCode, r.stdout + r.stderr).toBe(0);
+    expect(await viaProxy()).toEqual({ status: 200, version: "v1" });
+    expect(readFileSync(tb.nginx.upstreamFileOnMachine, "utf8")).toContain(`server 127.0.0.1:${PORTS.blue};`);
+    expect(ledger().map((e) => [e.kind, e.status, e.color])).toEqual([["deploy", "succeeded", "blue"]]);
+    expect(await runningProjects()).toEqual([`${APP}-blue`]);
+  });
+
+  test("a blue-green deploy under 200 requests/s through nginx fails no request", async () => {
+    const {
+      value: r,
+      total,
+      failed,
+    } = await underLoad(() => action("deploy-ssh", { "image-ref": images.v2 }));
+    expect(r.exitCode, r.stdout + r.stderr).toBe(0);
+    expect(total).toBeGreaterThan(200);
+    expect(failed, `${failed} of ${total} requests failed`).toBe(0);
+    expect(await viaProxy()).toEqual({ status: 200, version: "v2" });
+    expect(ledger().map((e) => e.color)).toEqual(["blue", "green"]);
+    // The old color was stopped after the drain period.
+    expect(await runningProjects()).toEqual([`${APP}-green`]);
+  });
+
+  test("a release that never gets healthy never touches the proxy", async () => {
+    const file = tb.nginx.upstreamFileOnMachine;
+    const before = { text: readFileSync(file, "utf8"), mtime: statSync(file).mtimeMs };
+    const { value: r, failed } = await underLoad(() => action("deploy-ssh", { "image-ref": images.v3 }));
+    expect(r.exitCode).toBe(1);
+    expect(r.stdout).toMatch(/blue never became healthy and the proxy was not touched/);
+    expect(r.stdout).toMatch(/APP_MODE=crash/);
+    expect(r.outputs["rolled-back"]).toBe("false");
+    expect(readFileSync(file, "utf8")).toBe(before.text);
+    expect(statSync(file).mtimeMs).toBe(before.mtime);
+    expect(failed).toBe(0);
+    expect(await viaProxy()).toEqual({ status: 200, version: "v2" });
+    expect(ledger().at(-1)).toMatchObject({ "image-ref": images.v3, status: "failed", color: "blue" });
+    // The failed color is stopped, not left crash-looping; green still serves.
+    expect(await runningProjects()).toEqual([`${APP}-green`]);
+  });
+
+  test("rollback switches back the same way: v1 starts as blue, then the proxy moves", async () => {
+    const { value: r, failed } = await underLoad(() => action("rollback", { to: images.v1 }));
+    expect(r.exitCode, r.stdout + r.stderr).toBe(0);
+    expect(failed).toBe(0);
+    expect(await viaProxy()).toEqual({ status: 200, version: "v1" });
+    expect(ledger().at(-1)).toMatchObject({ kind: "rollback", "image-ref": images.v1, color: "blue" });
+    expect(await runningProjects()).toEqual([`${APP}-blue`]);
+  });
+
+  test("a reload command that fails puts the upstream file back and the new color is stopped", async () => {
+    const file = tb.nginx.upstreamFileOnMachine;
+    const before = readFileSync(file, "utf8");
+    writeFileSync(
+      join(workspace, "deploy-kit.yml"),
+      config().replace(`reload-command: ${tb.nginx.reloadCommand}`, "reload-command: exit 7"),
+    );
+    try {
+      const r = await action("deploy-ssh", { "image-ref": images.v2 });
+      expect(r.exitCode).toBe(1);
+      expect(r.stdout).toMatch(/the proxy reload-command failed \(exit 7\)/);
+      expect(r.stdout).toMatch(/the proxy could not be switched/);
+      expect(readFileSync(file, "utf8")).toBe(before);
+      expect(await viaProxy()).toEqual({ status: 200, version: "v1" });
+      expect(await runningProjects()).toEqual([`${APP}-blue`]);
+    } finally {
+      writeFileSync(join(workspace, "deploy-kit.yml"), config());
+    }
+  });
+});
