@@ -128,12 +128,15 @@ export async function withLock<T>(
   const token = newToken();
   const ordered = [...remotes].sort((a, b) => a.alias.localeCompare(b.alias));
   const held: Remote[] = [];
+  // The record for the post step is cleared only when every release reached its host: a lock
+  // left on a host we could not reach (connection lost) is still released by the post step.
   const releaseAll = async () => {
     const results = await Promise.allSettled(held.map((r) => releaseLock(r, opts.path, token, opts.log)));
     results.forEach((r, i) => {
       if (r.status === "rejected")
         opts.log.warn(`${held[i]!.alias}: could not release the deploy lock: ${(r.reason as Error).message}`);
     });
+    if (results.every((r) => r.status === "fulfilled")) opts.onReleased?.();
   };
   try {
     for (const r of ordered) {
@@ -148,13 +151,11 @@ export async function withLock<T>(
     }
   } catch (e) {
     await releaseAll();
-    opts.onReleased?.();
     throw e;
   }
   try {
     return await fn();
   } finally {
     await releaseAll();
-    opts.onReleased?.();
   }
 }
