@@ -82,7 +82,9 @@ mounted_at() { # PATH: something is mounted exactly there
 # running PID: the process exists and is not a zombie (PID 1 here may reap orphans late).
 running() {
   local stat
-  stat=$(<"/proc/$1/stat") 2>/dev/null || return 1
+  # cat, not $(<...): a missing file there is a fatal expansion error under set -e, which made
+  # up.sh exit 1 instead of restarting a daemon whose PID file names a dead process.
+  stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
   stat=${stat##*) }
   [[ ${stat:0:1} != Z ]]
 }
