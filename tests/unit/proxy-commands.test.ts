@@ -107,23 +107,26 @@ describe("switchUpstreamScript through a real shell", () => {
     ["reload", { reloadCommand: "false" }, 1, ""],
     // set -eu: a failing first part of the user's command fails it, even when more follows.
     ["reload", { reloadCommand: "false; true" }, 1, ""],
-  ])("a failing %s command puts the previous file back and fails", (what, cmds, code, reloads) => {
-    const { file, log } = setup();
-    const r = sh(
-      switchUpstreamScript({
-        file,
-        content: "new\n",
-        testCommand: cmds.testCommand,
-        reloadCommand: cmds.reloadCommand.replace("LOG", log),
-      }),
-    );
-    expect(r.status).toBe(code);
-    expect(r.stderr).toContain(
-      `the proxy ${what}-command failed (exit ${code}); the previous upstream file is back`,
-    );
-    expect(readFileSync(file, "utf8")).toBe("old\n");
-    expect(existsSync(log) ? readFileSync(log, "utf8") : "").toBe(reloads);
-  });
+  ] as [string, { testCommand?: string; reloadCommand: string }, number, string][])(
+    "a failing %s command puts the previous file back and fails",
+    (what, cmds, code, reloads) => {
+      const { file, log } = setup();
+      const r = sh(
+        switchUpstreamScript({
+          file,
+          content: "new\n",
+          testCommand: cmds.testCommand,
+          reloadCommand: cmds.reloadCommand.replace("LOG", log),
+        }),
+      );
+      expect(r.status).toBe(code);
+      expect(r.stderr).toContain(
+        `the proxy ${what}-command failed (exit ${code}); the previous upstream file is back`,
+      );
+      expect(readFileSync(file, "utf8")).toBe("old\n");
+      expect(existsSync(log) ? readFileSync(log, "utf8") : "").toBe(reloads);
+    },
+  );
 
   test("without a previous file, a failed reload leaves none", () => {
     const { dir } = setup();
