@@ -165,7 +165,9 @@ const environment = z.strictObject({
     .strictObject({
       name: z
         .string()
-        .regex(/^[A-Za-z0-9._-]+$/)
+        .regex(/^[A-Za-z0-9._-]+$/, "a file name of letters, digits, '.', '_' and '-'")
+        // "." and ".." are the deploy path itself and its parent, not a file beside compose.
+        .refine((n) => n !== "." && n !== "..", "must be a file in the deploy path")
         .default(".env"),
       "required-keys": z.array(z.string().regex(ENV_KEY, "not an environment variable name")).default([]),
     })
