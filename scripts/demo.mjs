@@ -10,7 +10,16 @@
 // `node scripts/build.mjs --root <dir>` instead of the repository's dist/.
 import { execFileSync, spawn } from "node:child_process";
 import { createHash } from "node:crypto";
-import { chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import {
+  chownSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -122,7 +131,11 @@ async function cliJson(args, expectCode, opts = {}) {
 function demoSha(version) {
   let head = "no-git";
   try {
-    head = execFileSync("git", ["rev-parse", "HEAD"], { cwd: repo, encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] }).trim();
+    head = execFileSync("git", ["rev-parse", "HEAD"], {
+      cwd: repo,
+      encoding: "utf8",
+      stdio: ["ignore", "pipe", "ignore"],
+    }).trim();
   } catch {}
   return createHash("sha1").update(`deploy-kit demo ${head} ${version}`).digest("hex");
 }
@@ -134,7 +147,9 @@ async function build(version, extra = []) {
     0,
     { quiet: true },
   );
-  say(`   ${json.skipped ? "already built for this checkout, promoted" : "built and pushed"}: ${json.imageRef}`);
+  say(
+    `   ${json.skipped ? "already built for this checkout, promoted" : "built and pushed"}: ${json.imageRef}`,
+  );
   return { ref: json.imageRef, sha, version };
 }
 
@@ -151,7 +166,19 @@ function printPhases(result) {
 
 async function deploy(image, expectCode) {
   const json = await cliJson(
-    ["deploy", "-c", CONFIG, "-e", ENV, "--image", image.ref, "--git-sha", image.sha, "--version", image.version],
+    [
+      "deploy",
+      "-c",
+      CONFIG,
+      "-e",
+      ENV,
+      "--image",
+      image.ref,
+      "--git-sha",
+      image.sha,
+      "--version",
+      image.version,
+    ],
     expectCode,
   );
   say();
@@ -167,16 +194,24 @@ async function main() {
 
   await phase("testbed up (dockerd, registry, SSH hosts in namespaces, PostgreSQL)", async () => {
     const r = await run("bash", [join(repo, "scripts/testbed/up.sh")], { quiet: true });
-    if (r.code !== 0) fail(`scripts/testbed/up.sh exited ${r.code}:\n${(r.stdout + r.stderr).split("\n").slice(-30).join("\n")}`);
-    tb = JSON.parse(readFileSync(process.env.DK_TESTBED_JSON || "/var/lib/deploy-kit-testbed/testbed.json", "utf8"));
-    say(`   host h1 ${tb.hosts[0].address} (sshd, dockerd), registry ${tb.registry.plain}, PostgreSQL ${tb.postgres.host}:${tb.postgres.port}`);
+    if (r.code !== 0)
+      fail(
+        `scripts/testbed/up.sh exited ${r.code}:\n${(r.stdout + r.stderr).split("\n").slice(-30).join("\n")}`,
+      );
+    tb = JSON.parse(
+      readFileSync(process.env.DK_TESTBED_JSON || "/var/lib/deploy-kit-testbed/testbed.json", "utf8"),
+    );
+    say(
+      `   host h1 ${tb.hosts[0].address} (sshd, dockerd), registry ${tb.registry.plain}, PostgreSQL ${tb.postgres.host}:${tb.postgres.port}`,
+    );
   });
 
   await phase("the CLI artifact (dist/cli/index.js)", async () => {
     const root = process.env.DK_DIST_ROOT ? resolve(process.env.DK_DIST_ROOT) : repo;
     cliPath = join(root, "dist/cli/index.js");
     if (!existsSync(cliPath)) {
-      if (process.env.DK_DIST_ROOT) fail(`${cliPath} does not exist (DK_DIST_ROOT=${process.env.DK_DIST_ROOT})`);
+      if (process.env.DK_DIST_ROOT)
+        fail(`${cliPath} does not exist (DK_DIST_ROOT=${process.env.DK_DIST_ROOT})`);
       say("   dist/cli/index.js is missing: building it (node scripts/build.mjs)");
       const r = await run(process.execPath, [join(repo, "scripts/build.mjs")], { quiet: true });
       if (r.code !== 0) fail(`scripts/build.mjs failed:\n${r.stderr.slice(-3000)}`);
@@ -189,7 +224,8 @@ async function main() {
 
   await phase(`reset: app ${APP} on h1, database ${DB}, the operator's .env`, async () => {
     const h1 = tb.hosts[0];
-    const docker = (args) => run("docker", args, { env: { DOCKER_HOST: h1.dockerHost, DOCKER_CONFIG: dockerConfig }, quiet: true });
+    const docker = (args) =>
+      run("docker", args, { env: { DOCKER_HOST: h1.dockerHost, DOCKER_CONFIG: dockerConfig }, quiet: true });
     const ps = await docker(["ps", "-aq", "--filter", `label=com.docker.compose.project=${APP}`]);
     const ids = ps.stdout.split("\n").filter(Boolean);
     if (ids.length) await docker(["rm", "-f", "-v", ...ids]);
@@ -199,7 +235,10 @@ async function main() {
     const dir = join(h1.srvDir, APP);
     rmSync(dir, { recursive: true, force: true });
     const admin = `postgres://postgres@127.0.0.1:${tb.postgres.port}/postgres`;
-    for (const sql of [`DROP DATABASE IF EXISTS ${DB} WITH (FORCE)`, `CREATE DATABASE ${DB} OWNER ${tb.postgres.user}`]) {
+    for (const sql of [
+      `DROP DATABASE IF EXISTS ${DB} WITH (FORCE)`,
+      `CREATE DATABASE ${DB} OWNER ${tb.postgres.user}`,
+    ]) {
       const r = await run("psql", [admin, "-X", "-q", "-c", sql], { quiet: true });
       if (r.code !== 0) fail(`psql: ${r.stderr}`);
     }
@@ -224,7 +263,8 @@ async function main() {
       showStdout: true,
     });
     if (r.code !== 0) fail(`deploy-kit plan exited ${r.code}:\n${r.stderr.slice(-2000)}`);
-    if (!r.stdout.includes("pending: 001_create_widgets")) fail("the plan does not show the pending migration");
+    if (!r.stdout.includes("pending: 001_create_widgets"))
+      fail("the plan does not show the pending migration");
   });
 
   let backup;
@@ -238,7 +278,9 @@ async function main() {
   });
 
   await phase("smoke test what is live (deploy-kit smoke)", async () => {
-    const json = await cliJson(["smoke", "-c", CONFIG, "-e", ENV, "--expect-version", v1.sha], 0, { quiet: true });
+    const json = await cliJson(["smoke", "-c", CONFIG, "-e", ENV, "--expect-version", v1.sha], 0, {
+      quiet: true,
+    });
     for (const r of json.results) say(`   ${r.method} ${r.url}: ${r.status} in ${r.latencyMs} ms`);
   });
 
@@ -280,7 +322,9 @@ async function main() {
   say(`  the app (v2, after the rollback of v3):  ${appUrl("/health")}   (curl it)`);
   say(`  the backup taken before v1's migration:  ${backup} on h1`);
   say(`                               on this machine: ${backupOnMachine} (${backups.length} backup(s))`);
-  say(`  the ledger:  node ${cliPath} releases -c ${CONFIG} -e ${ENV}   (DEPLOY_KIT_SSH_KEY=${tb.deployKeyPath} DEPLOY_KIT_KNOWN_HOSTS=${tb.knownHostsPath})`);
+  say(
+    `  the ledger:  node ${cliPath} releases -c ${CONFIG} -e ${ENV}   (DEPLOY_KIT_SSH_KEY=${tb.deployKeyPath} DEPLOY_KIT_KNOWN_HOSTS=${tb.knownHostsPath})`,
+  );
   say(`  a shell on h1:  bash scripts/testbed/enter.sh h1`);
   say();
   say("The testbed is still running. Tear it down with:");
@@ -294,7 +338,13 @@ main()
   .catch((e) => {
     if (dockerConfig) rmSync(dockerConfig, { recursive: true, force: true });
     say();
-    say(red(bold(`Demo FAILED after ${secs(Date.now() - started)}: ${e instanceof DemoFailure ? e.message : (e.stack ?? e)}`)));
+    say(
+      red(
+        bold(
+          `Demo FAILED after ${secs(Date.now() - started)}: ${e instanceof DemoFailure ? e.message : (e.stack ?? e)}`,
+        ),
+      ),
+    );
     say("The testbed is left running for a look (npm run testbed:down tears it down).");
     process.exitCode = 1;
   });

@@ -48,7 +48,7 @@ export function sshSecrets(ctx: CliContext): SshSecrets {
   const home = env.HOME || homedir();
   let sshKey: string;
   const keyFlag = ctx.string("ssh-key");
-  const keyEnv = env.DEPLOY_KIT_SSH_KEY;
+  const keyEnv = env.DEPLOY_KIT_SSH_KEY || undefined;
   if (!keyFlag && keyEnv && PRIVATE_KEY.test(keyEnv)) {
     sshKey = keyEnv;
   } else {
@@ -60,7 +60,8 @@ export function sshSecrets(ctx: CliContext): SshSecrets {
     });
   }
   registerSecret(sshKey);
-  const hostsFile = ctx.string("known-hosts") ?? env.DEPLOY_KIT_KNOWN_HOSTS ?? join(home, ".ssh/known_hosts");
+  const hostsFile =
+    ctx.string("known-hosts") ?? (env.DEPLOY_KIT_KNOWN_HOSTS || join(home, ".ssh/known_hosts"));
   const knownHosts = readFile(hostsFile, "known_hosts", {
     hint: "Pin each host's key first: `ssh-keyscan -t ed25519 <host> >> ~/.ssh/known_hosts`, then compare the fingerprint with the server's (`ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` on it). Or pass --known-hosts FILE.",
   });

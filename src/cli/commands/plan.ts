@@ -5,6 +5,7 @@ import {
   imageOverride,
 } from "../../commands/compose.js";
 import { pullImageScript } from "../../commands/docker.js";
+import { backupStamp } from "../../commands/postgres.js";
 import { activateReleaseScript, statePaths } from "../../commands/release.js";
 import { selectEnvironment } from "../../config/load.js";
 import type { Config, Environment } from "../../config/schema.js";
@@ -106,7 +107,7 @@ export function plannedSteps(
       script: oneOffScript(project, {
         service: migrateService(env),
         command: m.command,
-        name: `${config.app}-migrate-<time>`.replace(/[<>]/g, ""),
+        name: `${config.app}-migrate-${backupStamp(new Date()).toLowerCase()}`,
         timeoutMs: m.timeout,
       }),
     });

@@ -75,7 +75,7 @@ export function ledgerTable(alias: string, entries: readonly LedgerEntry[], last
       e.target ? `back to ${e.target}` : "",
       e.backup ? `backup ${e.backup}` : "",
       e["migration-applied"] ? "migrated" : "",
-      e.reason ?? "",
+      e.reason && e.reason.length > 90 ? `${e.reason.slice(0, 89)}…` : (e.reason ?? ""),
     ]
       .filter(Boolean)
       .join("; "),
