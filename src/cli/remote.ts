@@ -53,7 +53,7 @@ export function sshSecrets(ctx: CliContext): SshSecrets {
     sshKey = keyEnv;
   } else {
     const file = keyFlag ?? keyEnv ?? join(home, ".ssh/id_ed25519");
-    sshKey = readFile(file, "the SSH key", {
+    sshKey = readFile(file, "SSH key", {
       hint: keyFlag
         ? "Check the path given to --ssh-key."
         : "Pass the deploy key with --ssh-key FILE (or DEPLOY_KIT_SSH_KEY). An ssh agent is not used: deploy-kit signs with the key file, like the actions do.",
