@@ -201,7 +201,7 @@ describe("deploy-kit CLI (built) on the testbed", () => {
       ["h1", "deployed"],
       ["h2", "deployed"],
     ]);
-    expect(r1.stderr).toMatch(/h1: release \S+ is live \(\d+\.\d s\)/);
+    expect(r1.stderr).toMatch(/h1: release \S+ is live \(\d+(\.\d)? s\)/);
     expect(r1.stderr).toMatch(/✓ Connect \(\d+\.\d s\)/);
     expect(r1.stderr).not.toContain("\x1b["); // not a TTY: no colours
     for (const i of [0, 1]) expect((await health(i)).git_sha).toBe(sha(1));
