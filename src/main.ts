@@ -9,5 +9,5 @@ export async function run(name: string): Promise<void> {
   await runAction(spec);
 }
 
-export { configJsonSchema } from "./config/json-schema.js";
 export { cli } from "./cli/index.js";
+export { configJsonSchema } from "./config/json-schema.js";

@@ -1,4 +1,3 @@
-import * as core from "@actions/core";
 import { loadConfig, selectEnvironment } from "../config/load.js";
 import { ConfigError } from "../core/errors.js";
 import { input, readInputs, setOutputs } from "../core/inputs.js";
@@ -9,7 +8,6 @@ import { writeSummary } from "../core/summary.js";
 import { runUrl, workspacePath } from "../core/workspace.js";
 import { loadComposeSource } from "../deploy/compose-file.js";
 import { openHosts } from "../deploy/hosts.js";
-import { type HeldLockRecord, releaseRecordedLock } from "../deploy/operation.js";
 import { checkImageRef } from "../deploy/release.js";
 import { migrateOnFirstHost, migrateSections } from "../migrate/index.js";
 import { lockOwner } from "../release/lock.js";
