@@ -222,7 +222,6 @@ describe("deploy-ssh on the testbed (2 hosts, compose v1, private registry)", ()
   });
 
   test("a second deploy while the lock is held waits up to lock.wait, then fails naming the owner", async () => {
-    const _lockDir = join(bed.hosts[0]!.srvDir, APP, ".deploy-kit/lock");
     const owner = "https://github.com/acme/app/actions/runs/42";
     await plantLock(owner, "someone-else");
     try {
