@@ -37,7 +37,7 @@ export const duration = (fallback?: string) => {
 // An omitted section is parsed as {} so each key's own default applies.
 const EMPTY = {} as never;
 
-const hostObject = z.strictObject({
+export const hostObject = z.strictObject({
   host: z
     .string()
     .refine((h) => HOSTNAME.test(h) || IPV4.test(h) || IPV6.test(h), "not a host name or IP address"),
