@@ -83,9 +83,12 @@ export async function appendLedger(remote: Remote, path: string, entry: LedgerEn
 
 const isRelease = (e: LedgerEntry) => e.kind === "deploy" || e.kind === "rollback";
 
-/** The release the host was last switched to (it may have failed). */
+/**
+ * The release the host was last switched to (it may have failed). A failed blue-green release
+ * (one with a color) never stays live: its proxy was never switched, or was switched back.
+ */
 export function liveRelease(entries: readonly LedgerEntry[]): LedgerEntry | undefined {
-  return entries.findLast(isRelease);
+  return entries.findLast((e) => isRelease(e) && !(e.status === "failed" && e.color));
 }
 
 /**

@@ -153,6 +153,17 @@ describe("ledger", () => {
       "r1",
     ],
     [
+      "a failed blue-green release never went live: the previous default is the one before the live one",
+      [
+        e("r1", img("1"), { color: "blue" }),
+        e("r2", img("2"), { color: "green" }),
+        e("r3", img("3"), { color: "blue", status: "failed" }),
+      ],
+      "r2",
+      "r2",
+      "r1",
+    ],
+    [
       "migrate lines are not releases",
       [e("r1", img("1")), e("m2", img("2"), { kind: "migrate" }), e("r2", img("2"))],
       "r2",
