@@ -2,9 +2,16 @@ import * as core from "@actions/core";
 import { ConfigError } from "../core/errors.js";
 import { input, readInputs } from "../core/inputs.js";
 import type { Log } from "../core/log.js";
-import { workspacePath } from "../core/workspace.js";
-import { type HeldLockRecord, type LockStateStore, releaseRecordedLock } from "../deploy/operation.js";
-import type { RegistryCredentials } from "../deploy/release.js";
+import { runUrl, workspacePath } from "../core/workspace.js";
+import {
+  type HeldLockRecord,
+  type LockStateStore,
+  releaseRecordedLock,
+  withLockedEnvironment,
+} from "../deploy/operation.js";
+import type { RegistryCredentials, ReleaseContext } from "../deploy/release.js";
+import { lockOwner } from "../release/lock.js";
+import type { Remote } from "../ssh/types.js";
 
 const STATE_KEY = "lock";
 
@@ -56,4 +63,47 @@ export function requireKnownHosts(knownHosts: string): void {
       },
     );
   }
+}
+
+interface HostInputs {
+  config: string;
+  environment: string;
+  "ssh-key": string;
+  "known-hosts": string;
+  "registry-username"?: string;
+  "registry-password"?: string;
+}
+
+/**
+ * What deploy-ssh and rollback share: connect to the environment's hosts once, hold the deploy
+ * lock (recorded for the post step), and hand the release operation its context.
+ */
+export function withReleaseContext<T>(
+  i: HostInputs,
+  log: Log,
+  fn: (ctx: ReleaseContext, remotes: Remote[]) => Promise<T>,
+): Promise<T> {
+  requireKnownHosts(i["known-hosts"]);
+  return withLockedEnvironment(
+    {
+      configFile: workspacePath(i.config),
+      environment: i.environment,
+      secrets: { sshKey: i["ssh-key"], knownHosts: i["known-hosts"] },
+      log,
+      state: lockState,
+    },
+    ({ config, env, compose, remotes }) =>
+      fn(
+        {
+          config,
+          env,
+          compose,
+          registry: registryInputs(i),
+          actor: process.env.GITHUB_ACTOR || lockOwner(),
+          runUrl: runUrl(),
+          log,
+        },
+        remotes,
+      ),
+  );
 }

@@ -3,12 +3,9 @@ import { input, readInputs, setOutputs } from "../core/inputs.js";
 import type { Log } from "../core/log.js";
 import type { ActionSpec } from "../core/run-action.js";
 import { writeSummary } from "../core/summary.js";
-import { runUrl, workspacePath } from "../core/workspace.js";
-import { withLockedEnvironment } from "../deploy/operation.js";
 import { rollbackRelease } from "../deploy/release.js";
 import { hostSections } from "../deploy/summary.js";
-import { lockOwner } from "../release/lock.js";
-import { lockState, registryInputs, releaseSavedLock, requireKnownHosts } from "./lock-state.js";
+import { releaseSavedLock, withReleaseContext } from "./lock-state.js";
 
 export const inputs = {
   config: input.string("deploy-kit.yml"),
@@ -23,27 +20,8 @@ export const inputs = {
 
 async function main(log: Log): Promise<void> {
   const i = readInputs(inputs);
-  requireKnownHosts(i["known-hosts"]);
-  const result = await withLockedEnvironment(
-    {
-      configFile: workspacePath(i.config),
-      environment: i.environment,
-      secrets: { sshKey: i["ssh-key"], knownHosts: i["known-hosts"] },
-      log,
-      state: lockState,
-    },
-    ({ config, env, compose, remotes }) =>
-      rollbackRelease(remotes, {
-        config,
-        env,
-        compose,
-        registry: registryInputs(i),
-        actor: process.env.GITHUB_ACTOR || lockOwner(),
-        runUrl: runUrl(),
-        log,
-        to: i.to,
-        restoreBackup: i["restore-backup"],
-      }),
+  const result = await withReleaseContext(i, log, (ctx, remotes) =>
+    rollbackRelease(remotes, { ...ctx, to: i.to, restoreBackup: i["restore-backup"] }),
   );
   setOutputs({
     "release-id": result.releaseId,

@@ -228,6 +228,26 @@ async function ensureImage(
   return { id, pinned };
 }
 
+/** Point the deploy path at a release's files, `compose up`, and hold it to the health gate. */
+async function switchAndWait(
+  run: HostRun,
+  ctx: ReleaseContext,
+  releaseId: string,
+  imageId: string,
+  what: string,
+): Promise<void> {
+  await run.remote.run({ what, script: activateReleaseScript(ctx.env.path, releaseId, ctx.compose.name) });
+  await composeUp(run, ctx);
+  await waitHealthy(run.remote, {
+    project: ctx.config.app,
+    services: ctx.env.compose.service,
+    imageId,
+    timeoutMs: ctx.env.health.timeout,
+    intervalMs: ctx.env.health.interval,
+    log: ctx.log,
+  });
+}
+
 async function composeUp(run: HostRun, ctx: ReleaseContext): Promise<void> {
   await run.remote.run({
     what: "docker compose up",
@@ -289,19 +309,7 @@ async function deployHost(run: HostRun, req: DeployRequest, releaseId: string): 
     return;
   }
   try {
-    await remote.run({
-      what: "switch to the new release files",
-      script: activateReleaseScript(req.env.path, releaseId, req.compose.name),
-    });
-    await composeUp(run, req);
-    await waitHealthy(remote, {
-      project: req.config.app,
-      services: req.env.compose.service,
-      imageId,
-      timeoutMs: req.env.health.timeout,
-      intervalMs: req.env.health.interval,
-      log: req.log,
-    });
+    await switchAndWait(run, req, releaseId, imageId, "switch to the new release files");
   } catch (e) {
     await record(run, req, entry(req, { ...base, status: "failed", reason: oneLine(e) })).catch((le) =>
       req.log.warn(`${remote.alias}: could not record the failed release: ${(le as Error).message}`),
@@ -370,19 +378,7 @@ async function restoreHost(
     return;
   }
   try {
-    await remote.run({
-      what: "switch to the rollback target's files",
-      script: activateReleaseScript(ctx.env.path, newId, ctx.compose.name),
-    });
-    await composeUp(run, ctx);
-    await waitHealthy(remote, {
-      project: ctx.config.app,
-      services: ctx.env.compose.service,
-      imageId,
-      timeoutMs: ctx.env.health.timeout,
-      intervalMs: ctx.env.health.interval,
-      log: ctx.log,
-    });
+    await switchAndWait(run, ctx, newId, imageId, "switch to the rollback target's files");
   } catch (e) {
     await record(run, ctx, entry(ctx, { ...base, status: "failed", reason: oneLine(e) })).catch(() => {});
     throw e;

@@ -183,6 +183,11 @@ describe("testbed", () => {
 
   it("the example app runs under compose on host 1, serving the stamped git sha on 10.200.0.2:8080", async () => {
     await resetHost(h1, APP);
+    // Port 8080 is the example's: the demo (`npm run demo`) leaves its own copy running there.
+    const holders = (await remoteDocker(h1, ["ps", "-q", "--filter", "publish=8080"])).stdout
+      .split("\n")
+      .filter(Boolean);
+    if (holders.length) await remoteDocker(h1, ["rm", "-f", ...holders]);
     await writeOperatorEnv(h1, `${APP_DIR}/.env`, `DATABASE_URL=${tb.postgres.url}\n`);
     const compose = join(machinePath(h1, APP_DIR), "compose.yml");
     copyFileSync(join(REPO_ROOT, "examples/app/compose.yml"), compose);
