@@ -219,6 +219,9 @@ start_dockerd() {
   local node=$1 dir=$2
   if pid_alive "$dir/run/dockerd.pid" dockerd; then return 0; fi
   rm -f "$dir/docker.sock" "$dir/run/dockerd.pid"
+  # The exec-root is runtime state only (sockets, shim state). After a hard stop (a session that
+  # ended, a killed machine) containerd would try to reach every dead shim in it and time out.
+  rm -rf "$dir/run/dx" 2>/dev/null || true
   mkdir -p "$dir/docker" "$dir/run/dx"
   # Started directly (not through a function) so no subshell lingers; fd 9 (the lock) is closed.
   nsenter --net="/run/netns/$node" --mount="$S/ns/$node" --uts="$S/ns/$node.uts" -- setsid /usr/sbin/dockerd \
@@ -264,6 +267,7 @@ elif docker_ping /var/run/docker.sock; then
   fi
 else
   rm -f "$LOCAL_PIDFILE"
+  rm -rf "$S/run/local-dx" 2>/dev/null || true # runtime state only; stale after a hard stop
   mkdir -p "$S/local/docker" "$S/run/local-dx"
   setsid /usr/sbin/dockerd --data-root "$S/local/docker" --exec-root "$S/run/local-dx" \
     --pidfile "$LOCAL_PIDFILE" -H unix:///var/run/docker.sock --group docker \
