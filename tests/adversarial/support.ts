@@ -1,6 +1,6 @@
 // Helpers of the adversarial e2e suites (injection, secrets, faults, concurrency) on the shared
 // testbed. Everything they create is named t9-*: apps, /srv/t9-*, ports 189xx, databases t9_*.
-import { type ChildProcess, spawn } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
 import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -8,7 +8,7 @@ import { MemoryLog } from "../../src/core/log.js";
 import type { HeldLockRecord } from "../../src/deploy/operation.js";
 import { type PipelineResult, runPipeline } from "../../src/pipeline/deploy.js";
 import { parseLedger } from "../../src/release/ledger.js";
-import { parseFileCommands, REPO, type RunResult } from "../support/runner.js";
+import { type RunResult, runBundled } from "../support/runner.js";
 import {
   buildExampleImage,
   type ExampleImage,
@@ -142,75 +142,11 @@ export interface StreamingOptions {
   onLine?: (line: string, child: ChildProcess) => void;
 }
 
-export interface StreamingResult extends RunResult {
-  signal: NodeJS.Signals | null;
-  /** [ms since start, line] for every stdout line. */
-  timeline: [number, string][];
-  startedAt: number;
-  endedAt: number;
-}
+export type StreamingResult = RunResult;
 
 /** runBundled (tests/support/runner.ts) with a line callback and a timeline of stdout. */
-export async function runStreaming(entry: string, opts: StreamingOptions): Promise<StreamingResult> {
-  const dir = mkdtempSync(join(tmpdir(), "t9-runner-"));
-  const files = {
-    GITHUB_OUTPUT: join(dir, "output"),
-    GITHUB_STATE: join(dir, "state"),
-    GITHUB_STEP_SUMMARY: join(dir, "summary"),
-  };
-  for (const f of Object.values(files)) writeFileSync(f, "");
-  const env: Record<string, string> = {
-    PATH: process.env.PATH ?? "",
-    HOME: process.env.HOME ?? "/root",
-    GITHUB_WORKSPACE: opts.cwd,
-    GITHUB_ACTIONS: "true",
-    RUNNER_TEMP: dir,
-    ...files,
-    ...opts.env,
-  };
-  for (const [k, v] of Object.entries(opts.inputs ?? {}))
-    env[`INPUT_${k.replace(/ /g, "_").toUpperCase()}`] = v;
-  for (const [k, v] of Object.entries(opts.state ?? {})) env[`STATE_${k}`] = v;
-  const startedAt = Date.now();
-  const child = spawn(process.execPath, [join(process.env.DK_DIST_ROOT || REPO, "dist", entry, "index.js")], {
-    env,
-    cwd: opts.cwd,
-  });
-  let stdout = "";
-  let stderr = "";
-  let partial = "";
-  const timeline: [number, string][] = [];
-  child.stdout.on("data", (d: Buffer) => {
-    stdout += d;
-    partial += d;
-    const lines = partial.split("\n");
-    partial = lines.pop()!;
-    for (const l of lines) {
-      timeline.push([Date.now() - startedAt, l]);
-      opts.onLine?.(l, child);
-    }
-  });
-  child.stderr.on("data", (d) => (stderr += d));
-  const timer = setTimeout(() => child.kill("SIGKILL"), opts.timeoutMs ?? 180_000);
-  const [exitCode, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((res) =>
-    child.on("close", (code, sig) => res([code, sig])),
-  );
-  clearTimeout(timer);
-  const read = (f: string) => readFileSync(f, "utf8");
-  const summary = read(files.GITHUB_STEP_SUMMARY);
-  return {
-    exitCode,
-    signal,
-    stdout,
-    stderr,
-    outputs: parseFileCommands(read(files.GITHUB_OUTPUT)),
-    state: parseFileCommands(read(files.GITHUB_STATE)),
-    summary,
-    everything: [stdout, stderr, read(files.GITHUB_OUTPUT), read(files.GITHUB_STATE), summary].join("\n"),
-    timeline,
-    startedAt,
-    endedAt: Date.now(),
-  };
+export function runStreaming(entry: string, opts: StreamingOptions): Promise<StreamingResult> {
+  return runBundled(entry, { ...opts, timeoutMs: opts.timeoutMs ?? 180_000 });
 }
 
 /** A MemoryLog that runs `before(title)` when a group starts, before the group's first command. */

@@ -1,4 +1,4 @@
-import { spawn } from "node:child_process";
+import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -12,6 +12,11 @@ export interface RunResult {
   summary: string;
   /** Every byte the process wrote anywhere the runner would keep it. */
   everything: string;
+  signal: NodeJS.Signals | null;
+  /** [ms since start, line] for every stdout line. */
+  timeline: [number, string][];
+  startedAt: number;
+  endedAt: number;
 }
 
 /** Parse the runner's file-command format (name<<delimiter ... delimiter, or name=value). */
@@ -49,6 +54,8 @@ export async function runBundled(
     cwd?: string;
     timeoutMs?: number;
     onSpawn?: (pid: number) => void;
+    /** Each stdout line as it arrives, with the child (to signal it mid-run). */
+    onLine?: (line: string, child: ChildProcess) => void;
   } = {},
 ): Promise<RunResult> {
   const dir = mkdtempSync(join(tmpdir(), "dk-runner-"));
@@ -75,13 +82,27 @@ export async function runBundled(
     env,
     cwd: opts.cwd ?? REPO,
   });
+  const startedAt = Date.now();
   if (child.pid) opts.onSpawn?.(child.pid);
   let stdout = "";
   let stderr = "";
-  child.stdout.on("data", (d) => (stdout += d));
+  let partial = "";
+  const timeline: [number, string][] = [];
+  child.stdout.on("data", (d: Buffer) => {
+    stdout += d;
+    partial += d;
+    const lines = partial.split("\n");
+    partial = lines.pop()!;
+    for (const l of lines) {
+      timeline.push([Date.now() - startedAt, l]);
+      opts.onLine?.(l, child);
+    }
+  });
   child.stderr.on("data", (d) => (stderr += d));
   const timer = setTimeout(() => child.kill("SIGKILL"), opts.timeoutMs ?? 600_000);
-  const exitCode = await new Promise<number | null>((res) => child.on("close", (code) => res(code)));
+  const [exitCode, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((res) =>
+    child.on("close", (code, sig) => res([code, sig])),
+  );
   clearTimeout(timer);
   const read = (f: string) => readFileSync(f, "utf8");
   const outputs = parseFileCommands(read(files.GITHUB_OUTPUT));
@@ -95,5 +116,9 @@ export async function runBundled(
     state,
     summary,
     everything: [stdout, stderr, read(files.GITHUB_OUTPUT), read(files.GITHUB_STATE), summary].join("\n"),
+    signal,
+    timeline,
+    startedAt,
+    endedAt: Date.now(),
   };
 }
