@@ -214,14 +214,33 @@ ensure_node() {
   fi
 }
 
+# clear_hard_stop_leftovers NODE DIR: what an engine that was killed (not stopped) leaves behind.
+# Its containers' processes, its docker-proxy processes and its NAT rules outlive it, and would go
+# on answering the published ports with the old release; the exec-root holds dead shims' sockets
+# that make the next containerd time out. The engine is not running when this is called.
+clear_hard_stop_leftovers() {
+  local node=$1 dir=$2 netns pid
+  netns=$(stat -Lc %i "/run/netns/$node" 2>/dev/null) || netns=""
+  for pid in $(pgrep -x docker-proxy || true); do
+    [[ -n $netns && $(stat -Lc %i "/proc/$pid/ns/net" 2>/dev/null) == "$netns" ]] && kill -9 "$pid" 2>/dev/null || true
+  done
+  # A container's processes run on this engine's storage: their root is an overlay under DIR/docker.
+  for pid in $(grep -l ':/docker/' /proc/[0-9]*/cgroup 2>/dev/null | cut -d/ -f3); do
+    grep -qF "$dir/docker/" "/proc/$pid/mountinfo" 2>/dev/null && kill -9 "$pid" 2>/dev/null || true
+  done
+  if [[ -n $netns ]]; then
+    nsenter --net="/run/netns/$node" iptables -t nat -F 2>/dev/null || true
+    nsenter --net="/run/netns/$node" iptables -t nat -X 2>/dev/null || true
+  fi
+  rm -rf "$dir/run/dx" 2>/dev/null || true
+}
+
 # start_dockerd NODE DIR: the node's own engine, socket DIR/docker.sock (also /run/docker.sock inside).
 start_dockerd() {
   local node=$1 dir=$2
   if pid_alive "$dir/run/dockerd.pid" dockerd; then return 0; fi
   rm -f "$dir/docker.sock" "$dir/run/dockerd.pid"
-  # The exec-root is runtime state only (sockets, shim state). After a hard stop (a session that
-  # ended, a killed machine) containerd would try to reach every dead shim in it and time out.
-  rm -rf "$dir/run/dx" 2>/dev/null || true
+  clear_hard_stop_leftovers "$node" "$dir"
   mkdir -p "$dir/docker" "$dir/run/dx"
   # Started directly (not through a function) so no subshell lingers; fd 9 (the lock) is closed.
   nsenter --net="/run/netns/$node" --mount="$S/ns/$node" --uts="$S/ns/$node.uts" -- setsid /usr/sbin/dockerd \
