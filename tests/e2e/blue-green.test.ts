@@ -124,9 +124,11 @@ async function underLoad<T>(
   let failed = 0;
   let retried = 0;
   const inflight = new Set<Promise<void>>();
-  const once = () =>
+  // The retry goes out on a fresh connection, as a browser's does: another idle keep-alive
+  // connection may have been closed by the same reload.
+  const once = (fresh = false) =>
     new Promise<{ ok: boolean; staleSocket: boolean }>((resolve) => {
-      const req = http.get(url, { agent, timeout: 5000 }, (res) => {
+      const req = http.get(url, { agent: fresh ? false : agent, timeout: 5000 }, (res) => {
         res.resume();
         res.on("end", () =>
           resolve({ ok: (res.statusCode ?? 0) >= 200 && (res.statusCode ?? 0) < 300, staleSocket: false }),
@@ -146,7 +148,7 @@ async function underLoad<T>(
     let r = await once();
     if (!r.ok && r.staleSocket) {
       retried++;
-      r = await once();
+      r = await once(true);
     }
     if (!r.ok) failed++;
   };
