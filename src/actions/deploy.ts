@@ -1,4 +1,3 @@
-import { z } from "zod";
 import { input, readInputs, setOutputs } from "../core/inputs.js";
 import type { Log } from "../core/log.js";
 import type { ActionSpec } from "../core/run-action.js";
@@ -6,18 +5,12 @@ import { writeSummary } from "../core/summary.js";
 import { runUrl, workspacePath } from "../core/workspace.js";
 import { pipelineSections, pipelineTitle, runPipeline } from "../pipeline/deploy.js";
 import { lockOwner } from "../release/lock.js";
+import { inputs as deploySshInputs } from "./deploy-ssh.js";
 import { lockState, registryInputs, releaseSavedLock, requireKnownHosts } from "./lock-state.js";
 
+/** deploy-ssh's inputs, plus what only the whole pipeline needs. */
 export const inputs = {
-  config: input.string("deploy-kit.yml"),
-  environment: z.string().min(1, "required: the environment to deploy to"),
-  "image-ref": z.string().min(1, "required: the image to deploy (build-image's image-ref output)"),
-  "ssh-key": input.string(),
-  "known-hosts": input.string(),
-  "registry-username": input.optional(),
-  "registry-password": input.optional(),
-  "git-sha": input.optional(),
-  version: input.optional(),
+  ...deploySshInputs,
   "github-token": input.optional(),
   "require-backup": input.bool(false),
 };
