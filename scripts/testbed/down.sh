@@ -53,6 +53,7 @@ fi
 # Registries and PostgreSQL.
 stop_pid "$S/registry/plain.pid" docker-registry TERM 5
 stop_pid "$S/registry/auth.pid" docker-registry TERM 5
+stop_pid "$S/registry/loopback.pid" docker-registry TERM 5
 if [[ -s $S/pg/data/postmaster.pid ]]; then
   PG_BIN=
   for b in /usr/lib/postgresql/*/bin; do PG_BIN=$b; done

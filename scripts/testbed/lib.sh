@@ -22,6 +22,7 @@ NET_PREFIX=10.200.0
 GATEWAY=$NET_PREFIX.1
 REGISTRY_PLAIN=$GATEWAY:5000
 REGISTRY_AUTH=$GATEWAY:5001
+REGISTRY_LOOPBACK=127.0.0.1:5002
 REGISTRY_USER=dk
 PG_PORT=55432
 NGINX_PORT=8088
@@ -29,6 +30,17 @@ BASE_IMAGE=deploy-kit/debian:bookworm
 # Bump when the base image recipe changes: the cached tar is keyed by it.
 BASE_RECIPE=v1
 BASE_TAR=$S/cache/debian-bookworm-$BASE_RECIPE.tar
+# Compose v2 and buildx, pinned: Debian 13's packages (see up.sh, section 2).
+COMPOSE_V2_DEB=2.26.1-4
+BUILDX_DEB=0.13.1+ds1-3
+# The Debian mirror this machine's apt uses (the trixie list and debootstrap use the same).
+debian_mirror() {
+  local m
+  m=$(grep -hoE '^(URIs:|deb) +https?://[^ ]+/debian/?( |$)' /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null |
+    grep -oE 'https?://[^ ]+' | head -n 1 || true)
+  echo "${m:-http://deb.debian.org/debian}"
+}
+
 # The testbed's own engine, used only when an existing /var/run/docker.sock does not trust the
 # testbed registries (see up.sh): it lives in its own namespaces at this address.
 LOCAL_NODE=dk-local

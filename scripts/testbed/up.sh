@@ -42,7 +42,7 @@ fi
 PACKAGES=(
   docker.io docker-compose docker-registry openssh-server openssh-client apache2-utils
   busybox-static postgresql postgresql-client nginx debootstrap iproute2 iptables skopeo wrk
-  curl ca-certificates util-linux debian-archive-keyring
+  curl ca-certificates util-linux debian-archive-keyring qemu-user-static binfmt-support
 )
 missing_packages() {
   local have
@@ -78,12 +78,44 @@ for d in /usr/lib/postgresql/*/bin; do PG_BIN=$d; done
 [[ -x $PG_BIN/pg_ctl ]] || die "PostgreSQL server binaries not found under /usr/lib/postgresql"
 
 # ---------------------------------------------------------------------------------------------
-# 2. `docker compose`: a CLI plugin shim onto docker-compose v1 (Debian 12 has no compose v2)
+# 2. Compose v2 and buildx: the Docker CLI plugins users' servers and runners have
 # ---------------------------------------------------------------------------------------------
-SHIM=/usr/local/lib/docker/cli-plugins/docker-compose
+# Debian 12 ships neither; Debian 13 has both, built against a glibc Debian 12 satisfies. Only these
+# two .debs are fetched (through a source list of their own, verified by apt against Debian's
+# keyring), unpacked, and their plugin binaries kept in the cache: nothing else moves to trixie.
+# The machine (the "runner") gets compose v2 and buildx. Each host gets its own plugin directory,
+# bind-mounted over /usr/local/lib/docker/cli-plugins in its mount namespace, holding compose v2,
+# or the v1 shim when DK_TESTBED_COMPOSE=v1 (the legacy path, still supported and tested).
+PLUGIN_DEBS=("docker-compose=$COMPOSE_V2_DEB" "docker-buildx=$BUILDX_DEB")
+PLUGINS=$S/cache/plugins
+plugin_ok() { [[ -x $PLUGINS/$1 && -s $PLUGINS/$1.version && $(<"$PLUGINS/$1.version") == "$2" ]]; }
+if ! plugin_ok docker-compose "$COMPOSE_V2_DEB" || ! plugin_ok docker-buildx "$BUILDX_DEB"; then
+  T=$S/cache/trixie
+  rm -rf "$T"
+  mkdir -p "$T/lists/partial" "$T/cache/archives/partial" "$T/x"
+  mirror=$(debian_mirror)
+  echo "deb $mirror trixie main" >"$T/sources.list"
+  APT_T=(-o "Dir::Etc::sourcelist=$T/sources.list" -o Dir::Etc::sourceparts=- -o "Dir::State::Lists=$T/lists"
+    -o "Dir::Cache=$T/cache" -o Debug::NoLocking=1)
+  log "fetching ${PLUGIN_DEBS[*]} from Debian 13 ($mirror)"
+  apt-get "${APT_T[@]}" update -qq >"$T/apt.log" 2>&1 || { tail -n 20 "$T/apt.log" >&2; die "apt-get update of the trixie list failed (log: $T/apt.log)"; }
+  (cd "$T" && apt-get "${APT_T[@]}" download "${PLUGIN_DEBS[@]}" >>"$T/apt.log" 2>&1) ||
+    { tail -n 20 "$T/apt.log" >&2; die "apt-get download ${PLUGIN_DEBS[*]} failed (log: $T/apt.log)"; }
+  for deb in "$T"/*.deb; do dpkg-deb -x "$deb" "$T/x"; done
+  mkdir -p "$PLUGINS"
+  for p in docker-compose docker-buildx; do
+    [[ -x $T/x/usr/libexec/docker/cli-plugins/$p ]] || die "$p is not in the downloaded package (looked in usr/libexec/docker/cli-plugins)"
+    install -m 0755 "$T/x/usr/libexec/docker/cli-plugins/$p" "$PLUGINS/$p"
+  done
+  echo "$COMPOSE_V2_DEB" >"$PLUGINS/docker-compose.version"
+  echo "$BUILDX_DEB" >"$PLUGINS/docker-buildx.version"
+  rm -rf "$T"
+  log "compose $("$PLUGINS/docker-compose" version --short) and buildx $("$PLUGINS/docker-buildx" version | awk '{print $2}') cached in $PLUGINS"
+fi
+# The v1 shim: `docker compose` -> /usr/bin/docker-compose (Python), for hosts on the legacy path.
 # shellcheck disable=SC2016 # the shim's own variables, expanded when it runs
 SHIM_TEXT='#!/bin/sh
-# deploy-kit testbed: `docker compose` -> docker-compose v1 (Debian 12 ships no compose v2 plugin).
+# deploy-kit testbed: `docker compose` -> docker-compose v1 (the legacy path).
 if [ "${1:-}" = docker-cli-plugin-metadata ]; then
   printf %s "{\"SchemaVersion\":\"0.1.0\",\"Vendor\":\"deploy-kit testbed\",\"Version\":\"1.29.2\",\"ShortDescription\":\"Docker Compose v1 behind the v2 plugin interface\"}"
   exit 0
@@ -91,18 +123,54 @@ fi
 # The docker CLI passes the plugin name first.
 [ "${1:-}" = compose ] && shift
 exec /usr/bin/docker-compose "$@"'
-if [[ -e $SHIM ]] && ! grep -q 'deploy-kit testbed' "$SHIM"; then
-  : # a real compose plugin is installed there: leave it alone
-elif [[ ! -e $SHIM || $(<"$SHIM") != "$SHIM_TEXT" ]]; then
-  if [[ ! -e $SHIM ]] && docker compose version >/dev/null 2>&1; then
-    : # a compose v2 plugin already answers elsewhere on the plugin path
-  else
-    mkdir -p "${SHIM%/*}"
-    printf '%s\n' "$SHIM_TEXT" >"$SHIM"
-    chmod 0755 "$SHIM"
-    log "installed the docker compose shim at $SHIM"
+[[ -e $PLUGINS/compose-v1-shim && $(<"$PLUGINS/compose-v1-shim") == "$SHIM_TEXT" ]] ||
+  { printf '%s\n' "$SHIM_TEXT" >"$PLUGINS/compose-v1-shim" && chmod 0755 "$PLUGINS/compose-v1-shim"; }
+MACHINE_PLUGINS=/usr/local/lib/docker/cli-plugins
+mkdir -p "$MACHINE_PLUGINS"
+for p in docker-compose docker-buildx; do
+  # An earlier testbed's v1 shim, or an older copy: replace; someone else's plugin: leave alone.
+  if [[ ! -e $MACHINE_PLUGINS/$p ]] || grep -q 'deploy-kit testbed' "$MACHINE_PLUGINS/$p" 2>/dev/null ||
+    [[ -s $MACHINE_PLUGINS/.deploy-kit-$p && $(<"$MACHINE_PLUGINS/.deploy-kit-$p") != "$(<"$PLUGINS/$p.version")" ]]; then
+    install -m 0755 "$PLUGINS/$p" "$MACHINE_PLUGINS/$p"
+    cp "$PLUGINS/$p.version" "$MACHINE_PLUGINS/.deploy-kit-$p"
+    log "installed $p $(<"$PLUGINS/$p.version") into $MACHINE_PLUGINS"
   fi
+done
+HOST_COMPOSE=${DK_TESTBED_COMPOSE:-v2}
+case $HOST_COMPOSE in
+  v2) HOST_COMPOSE_BIN=$PLUGINS/docker-compose ;;
+  v1) HOST_COMPOSE_BIN=$PLUGINS/compose-v1-shim ;;
+  *) die "DK_TESTBED_COMPOSE must be v1 or v2, got '$HOST_COMPOSE'" ;;
+esac
+
+# ---------------------------------------------------------------------------------------------
+# 2b. Foreign platforms: QEMU registered with binfmt_misc (flag F, so it works inside build
+# containers), and an arm64 busybox-static from Debian's arm64 archive for multi-platform images.
+# ---------------------------------------------------------------------------------------------
+mounted_at /proc/sys/fs/binfmt_misc || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc ||
+  die "cannot mount binfmt_misc (needed to run arm64 build steps under QEMU)"
+if [[ ! -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]]; then
+  update-binfmts --enable qemu-aarch64 >/dev/null 2>&1 || update-binfmts --import qemu-aarch64 >/dev/null 2>&1 || true
 fi
+[[ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]] || die "qemu-aarch64 is not registered with binfmt_misc (update-binfmts --enable qemu-aarch64 failed)"
+grep -q '^flags: .*F' /proc/sys/fs/binfmt_misc/qemu-aarch64 ||
+  die "qemu-aarch64 is registered without the F flag: arm64 build steps would not run inside containers"
+ARM64_BUSYBOX=$S/cache/arm64/busybox
+if [[ ! -x $ARM64_BUSYBOX ]]; then
+  A=$S/cache/arm64
+  rm -rf "$A/apt" "$A/x"
+  mkdir -p "$A/apt/lists/partial" "$A/apt/cache/archives/partial" "$A/x"
+  echo "deb [arch=arm64] $(debian_mirror) bookworm main" >"$A/apt/sources.list"
+  APT_A=(-o "Dir::Etc::sourcelist=$A/apt/sources.list" -o Dir::Etc::sourceparts=- -o "Dir::State::Lists=$A/apt/lists"
+    -o "Dir::Cache=$A/apt/cache" -o Debug::NoLocking=1 -o APT::Architecture=arm64 -o APT::Architectures=arm64)
+  log "fetching the arm64 busybox-static from Debian's arm64 archive"
+  { apt-get "${APT_A[@]}" update -qq && (cd "$A/apt" && apt-get "${APT_A[@]}" download busybox-static); } >"$A/apt.log" 2>&1 ||
+    { tail -n 20 "$A/apt.log" >&2; die "fetching the arm64 busybox-static failed (log: $A/apt.log)"; }
+  dpkg-deb -x "$A"/apt/busybox-static_*_arm64.deb "$A/x"
+  install -m 0755 "$A/x/bin/busybox" "$ARM64_BUSYBOX"
+  rm -rf "$A/apt" "$A/x"
+fi
+[[ $("$ARM64_BUSYBOX" uname -m) == aarch64 ]] || die "the arm64 busybox does not run under QEMU ($ARM64_BUSYBOX)"
 
 # ---------------------------------------------------------------------------------------------
 # Identity: the deploy user, the deploy key, the registry password (generated once, kept by down.sh)
@@ -264,6 +332,21 @@ wait_dockerd() { # NODE DIR
 
 STARTED=()
 
+# host_plugins NODE DIR: the host's own Docker CLI plugin directory (compose v2 or the v1 shim),
+# bind-mounted over the machine's in the host's mount namespace. Switching is a symlink swap.
+host_plugins() {
+  local node=$1 dir=$2
+  mkdir -p "$dir/cli-plugins"
+  if [[ $(readlink "$dir/cli-plugins/docker-compose" 2>/dev/null) != "$HOST_COMPOSE_BIN" ]]; then
+    ln -sfn "$HOST_COMPOSE_BIN" "$dir/cli-plugins/docker-compose"
+    log "h${node#dk-h}: docker compose is $HOST_COMPOSE"
+  fi
+  echo "$HOST_COMPOSE" >"$dir/compose-flavor"
+  # shellcheck disable=SC2016 # expanded by the inner shell
+  nsenter --mount="$S/ns/$node" -- /bin/sh -c 'grep -q " /usr/local/lib/docker/cli-plugins " /proc/self/mountinfo ||
+    { mkdir -p /usr/local/lib/docker/cli-plugins && mount --bind "$1" /usr/local/lib/docker/cli-plugins; }' sh "$dir/cli-plugins"
+}
+
 # ---------------------------------------------------------------------------------------------
 # 3. The local docker engine (the "CI runner" side: builds and pushes)
 # ---------------------------------------------------------------------------------------------
@@ -351,6 +434,7 @@ for ((i = 1; i <= N; i++)); do
   node=$(host_netns "$i")
   dir=$(host_dir "$i")
   ensure_node "$node" "$(host_address "$i")" "$dir" "h$i"
+  host_plugins "$node" "$dir"
   start_dockerd "$node" "$dir"
 
   [[ -s $dir/ssh_host_ed25519_key ]] ||
@@ -426,6 +510,9 @@ start_registry() { # NAME ADDR WITH_AUTH
 }
 start_registry plain "$REGISTRY_PLAIN" 0
 start_registry auth "$REGISTRY_AUTH" 1
+# The same storage on the loopback: the engine's own BuildKit (buildx docker driver) reaches a
+# plain-HTTP registry only there (it ignores insecure-registries when importing a cache).
+start_registry loopback "$REGISTRY_LOOPBACK" 0
 
 # ---------------------------------------------------------------------------------------------
 # 7. PostgreSQL: a throwaway cluster on 127.0.0.1 and 10.200.0.1, port 55432
@@ -495,6 +582,7 @@ wait_registry() { # NAME ADDR EXPECTED_STATUS
 }
 wait_registry plain "$REGISTRY_PLAIN" 200
 wait_registry auth "$REGISTRY_AUTH" 401
+wait_registry loopback "$REGISTRY_LOOPBACK" 200
 [[ -z $USE_LOCAL_NODE ]] || wait_dockerd "$LOCAL_NODE" "$LOCAL_DIR"
 for ((i = 1; i <= N; i++)); do wait_dockerd "$(host_netns "$i")" "$(host_dir "$i")"; done
 
@@ -566,12 +654,6 @@ fi
 # 9. The Debian base image: debootstrap once per machine, cached as a tar
 # ---------------------------------------------------------------------------------------------
 LOCAL_SOCK=${LOCAL_DOCKER_HOST#unix://}
-debian_mirror() {
-  local m
-  m=$(grep -hoE '^(URIs:|deb) +https?://[^ ]+/debian/?( |$)' /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null |
-    grep -oE 'https?://[^ ]+' | head -n 1 || true)
-  echo "${m:-http://deb.debian.org/debian}"
-}
 build_base_tar() {
   local root=$S/cache/debian-rootfs.tmp mirror t0=$EPOCHREALTIME
   mirror=$(debian_mirror)
@@ -679,20 +761,21 @@ PG_URL="postgres://app:app@$GATEWAY:$PG_PORT/app"
   echo "  \"stateDir\": \"$S\","
   echo "  \"localDockerHost\": \"$LOCAL_DOCKER_HOST\","
   echo "  \"localDockerAddress\": \"$LOCAL_DOCKER_ADDRESS\","
-  echo "  \"registry\": { \"plain\": \"$REGISTRY_PLAIN\", \"auth\": \"$REGISTRY_AUTH\", \"username\": \"$REGISTRY_USER\", \"password\": \"$REGISTRY_PASSWORD\" },"
+  echo "  \"registry\": { \"plain\": \"$REGISTRY_PLAIN\", \"auth\": \"$REGISTRY_AUTH\", \"loopback\": \"$REGISTRY_LOOPBACK\", \"username\": \"$REGISTRY_USER\", \"password\": \"$REGISTRY_PASSWORD\" },"
   echo '  "hosts": ['
   for ((i = 1; i <= N; i++)); do
     dir=$(host_dir "$i")
     node=$(host_netns "$i")
     sep=,
     ((i == N)) && sep=
-    echo "    { \"alias\": \"h$i\", \"address\": \"$(host_address "$i")\", \"port\": 22, \"user\": \"deploy\", \"netns\": \"$node\", \"netnsPath\": \"/run/netns/$node\", \"mountNamespace\": \"$S/ns/$node\", \"utsNamespace\": \"$S/ns/$node.uts\", \"hostname\": \"h$i\", \"dockerHost\": \"unix://$dir/docker.sock\", \"dockerSocket\": \"$dir/docker.sock\", \"sshdLog\": \"$dir/sshd.log\", \"srvDir\": \"$dir/srv\", \"homeDir\": \"$dir/home\", \"tmpDir\": \"$dir/tmp\", \"hostKeyPub\": \"$dir/ssh_host_ed25519_key.pub\" }$sep"
+    echo "    { \"alias\": \"h$i\", \"address\": \"$(host_address "$i")\", \"port\": 22, \"user\": \"deploy\", \"netns\": \"$node\", \"netnsPath\": \"/run/netns/$node\", \"mountNamespace\": \"$S/ns/$node\", \"utsNamespace\": \"$S/ns/$node.uts\", \"hostname\": \"h$i\", \"dockerHost\": \"unix://$dir/docker.sock\", \"dockerSocket\": \"$dir/docker.sock\", \"sshdLog\": \"$dir/sshd.log\", \"srvDir\": \"$dir/srv\", \"homeDir\": \"$dir/home\", \"tmpDir\": \"$dir/tmp\", \"hostKeyPub\": \"$dir/ssh_host_ed25519_key.pub\", \"compose\": \"$(<"$dir/compose-flavor")\" }$sep"
   done
   echo '  ],'
   echo "  \"deployKeyPath\": \"$DEPLOY_KEY\","
   echo "  \"knownHostsPath\": \"$KNOWN_HOSTS\","
   echo "  \"postgres\": { \"host\": \"$GATEWAY\", \"port\": $PG_PORT, \"database\": \"app\", \"user\": \"app\", \"password\": \"app\", \"url\": \"$PG_URL\", \"adminUrl\": \"postgres://postgres@127.0.0.1:$PG_PORT/postgres\", \"socketDir\": \"$PG/sock\" },"
   echo "  \"nginx\": { \"host\": \"h1\", \"url\": \"http://$(host_address 1):$NGINX_PORT\", \"confPath\": \"$NGINX_CONF\", \"reloadCommand\": \"$NGINX_RELOAD\", \"upstreamFile\": \"$NGINX_UPSTREAM\", \"upstreamFileOnMachine\": \"$H1/srv/proxy/upstream.conf\", \"user\": \"deploy\" },"
+  echo "  \"arm64Busybox\": \"$ARM64_BUSYBOX\","
   echo "  \"baseImage\": \"$BASE_IMAGE\""
   echo '}'
 } >"$S/testbed.json.tmp"
@@ -728,7 +811,8 @@ cat <<EOF
 deploy-kit testbed up in $(elapsed)s ($started)
   hosts:     ${addresses[*]} (ssh deploy@<address>, key $DEPLOY_KEY, known_hosts $KNOWN_HOSTS)
   local:     DOCKER_HOST=$LOCAL_DOCKER_HOST
-  registry:  $REGISTRY_PLAIN (no auth), $REGISTRY_AUTH (user $REGISTRY_USER, password in $REGISTRY_PASSWORD_FILE)
+  registry:  $REGISTRY_PLAIN (no auth), $REGISTRY_AUTH (user $REGISTRY_USER, password in $REGISTRY_PASSWORD_FILE), $REGISTRY_LOOPBACK (no auth, loopback)
+  plugins:   compose $COMPOSE_V2_DEB and buildx $BUILDX_DEB on the runner; hosts run compose $HOST_COMPOSE
   postgres:  $PG_URL
   nginx:     http://$(host_address 1):$NGINX_PORT on h1 (reload: $NGINX_RELOAD)
   image:     $BASE_IMAGE
