@@ -12,12 +12,14 @@ import {
   dockerLoginArgv,
   dockerPushArgv,
   imageInspectArgv,
+  platformTagSuffix,
 } from "../commands/build.js";
 import { CommandError, ConfigError, DeployError } from "../core/errors.js";
 import type { Log } from "../core/log.js";
 import { type LocalExecutor, ProcessExecutor } from "../exec/local.js";
 import {
   type Credentials,
+  imageIndex,
   type Manifest,
   RegistryClient,
   type RegistryOptions,
@@ -209,6 +211,7 @@ export async function buildImage(
       repository: repo.repository,
     });
     if (cache.warning) log.warn(cache.warning);
+    log.info(`Build cache: ${cache.used}`);
 
     // Logged in even without push: a FROM line may name a private base image in this registry.
     if (loginWith && temp) {
@@ -223,44 +226,77 @@ export async function buildImage(
 
     const refs = taggedRefs(plan);
     const load = !opts.push && plan.platforms.length <= 1;
+    // The buildx docker driver (the engine's own BuildKit, what a runner has without
+    // setup-buildx-action) builds one platform at a time: build each under its own tag, then
+    // join them into one index in the registry.
+    const perPlatform = builder === "buildx" && driver === "docker" && plan.platforms.length > 1;
     if (builder === "buildx" && !opts.push && !load) {
       log.warn(
         "push is false and the image has several platforms: buildx cannot load a multi-platform image into the local engine, so it is only built (a check that it builds).",
       );
     }
-    const command: BuildCommandInput = {
-      context,
-      dockerfile,
-      refs,
-      buildArgs: plan.buildArgs,
-      labels: plan.labels,
-      platforms: plan.platforms,
-      cache: cache.spec,
-      push: opts.push,
-      load,
-    };
     const pushHint = opts.insecureRegistry
       ? `If the docker engine refuses plain HTTP, add "${repo.registry}" to insecure-registries in its daemon.json.`
       : undefined;
-    await log.group(`Build ${repo.name}:${plan.shaTag}`, async () => {
-      const t = deps.clock();
-      await deps.exec.run({
-        argv: builder === "buildx" ? buildxBuildArgv(command) : classicBuildArgv(command),
-        env: { ...env, ...builderEnv(builder) },
-        what: builder === "buildx" ? "docker buildx build" : "docker build",
-        onLine: (l) => log.info(l),
-        hint:
-          builder === "buildx" && plan.platforms.length > 1 && driver === "docker"
-            ? "The buildx 'docker' driver cannot build several platforms: add docker/setup-buildx-action before this step."
-            : ((builder === "buildx" && opts.push ? pushHint : undefined) ??
-              "Read the build output above; the failing Dockerfile step is printed last."),
+    const builds: { platform?: string; command: BuildCommandInput }[] = perPlatform
+      ? plan.platforms.map((platform) => {
+          const suffix = platformTagSuffix(platform);
+          return {
+            platform,
+            command: {
+              context,
+              dockerfile,
+              refs: [`${repo.name}:${plan.shaTag}-${suffix}`],
+              buildArgs: plan.buildArgs,
+              labels: plan.labels,
+              platforms: [platform],
+              cache:
+                cache.spec.type === "inline"
+                  ? { type: "inline", ref: `${cache.spec.ref}-${suffix}` }
+                  : cache.spec,
+              push: opts.push,
+              load: false,
+            },
+          };
+        })
+      : [
+          {
+            command: {
+              context,
+              dockerfile,
+              refs,
+              buildArgs: plan.buildArgs,
+              labels: plan.labels,
+              platforms: plan.platforms,
+              cache: cache.spec,
+              push: opts.push,
+              load,
+            },
+          },
+        ];
+    for (const { platform, command } of builds) {
+      await log.group(`Build ${repo.name}:${plan.shaTag}${platform ? ` for ${platform}` : ""}`, async () => {
+        const t = deps.clock();
+        await deps.exec.run({
+          argv: builder === "buildx" ? buildxBuildArgv(command) : classicBuildArgv(command),
+          env: { ...env, ...builderEnv(builder) },
+          what:
+            builder === "buildx" ? `docker buildx build${platform ? ` (${platform})` : ""}` : "docker build",
+          onLine: (l) => log.info(l),
+          hint:
+            (builder === "buildx" && opts.push ? pushHint : undefined) ??
+            (platform
+              ? `Read the build output above. A platform other than the runner's needs QEMU for RUN steps (docker/setup-qemu-action).`
+              : "Read the build output above; the failing Dockerfile step is printed last."),
+        });
+        log.info(`Built in ${((deps.clock() - t) / 1000).toFixed(1)} s`);
       });
-      log.info(`Built in ${((deps.clock() - t) / 1000).toFixed(1)} s`);
-    });
+    }
 
     let imageId: string | undefined;
     let localSize: number | undefined;
-    if (builder === "classic" || load) {
+    // The classic builder and the buildx docker driver build into the engine's own store.
+    if (builder === "classic" || load || (driver === "docker" && !perPlatform)) {
       const inspect = await deps.exec.run({
         argv: imageInspectArgv(refs[0]!),
         env,
@@ -298,6 +334,7 @@ export async function buildImage(
         }),
       );
     }
+    if (perPlatform) await joinPlatforms(registry, plan, log);
     const pushedManifest = await registry.getManifest(repo.repository, plan.shaTag);
     if (!pushedManifest) {
       throw new DeployError(
@@ -307,7 +344,7 @@ export async function buildImage(
         },
       );
     }
-    if (builder === "classic") await addTags(registry, plan, pushedManifest, log);
+    if (builder === "classic" || perPlatform) await addTags(registry, plan, pushedManifest, log);
     const size = await registry.imageSize(repo.repository, pushedManifest);
     log.info(`Pushed ${repo.name}@${pushedManifest.digest}`);
     return {
@@ -338,7 +375,7 @@ function checkSources(plan: BuildPlan, context: string, dockerfile: string): voi
   if (!existsSync(dockerfile) || !statSync(dockerfile).isFile()) {
     throw new ConfigError(`Dockerfile ${plan.dockerfile} not found (looked for ${dockerfile}).`, {
       problems: [{ path: "image.dockerfile", message: `no file ${dockerfile}` }],
-      hint: "image.dockerfile is relative to the repository root, not to the context; fix the path in deploy-kit.yml.",
+      hint: "image.dockerfile is relative to the repository root; without it deploy-kit looks for Dockerfile inside image.context. Fix the path in deploy-kit.yml.",
     });
   }
 }
@@ -401,13 +438,13 @@ export function chooseCache(
         );
   }
   if (wanted === "none") return none("local buildx cache");
-  if (ctx.driver === "docker") {
-    return none(
-      "local buildx cache",
-      `cache: ${wanted} cannot be exported by the buildx "docker" driver; building without it. Add docker/setup-buildx-action before this step (it creates a docker-container builder).`,
-    );
-  }
   if (wanted === "gha") {
+    if (ctx.driver === "docker") {
+      return none(
+        "local buildx cache",
+        `cache: gha cannot be exported by the buildx "docker" driver; building without it. Add docker/setup-buildx-action before this step (it creates a docker-container builder).`,
+      );
+    }
     if (!ctx.githubCache) {
       return none(
         "local buildx cache",
@@ -423,7 +460,34 @@ export function chooseCache(
     );
   }
   const ref = `${ctx.name}:buildcache`;
+  if (ctx.driver === "docker") {
+    // The docker driver cannot export a cache image, but it can stamp the cache into the image
+    // it pushes (inline) and import it from the registry on the next build, on any machine.
+    return { spec: { type: "inline", ref }, used: `registry, inline in ${ref} (buildx docker driver)` };
+  }
   return { spec: { type: "registry", ref }, used: `registry (${ref})` };
+}
+
+/** The per-platform images of this build, joined into one index under the sha tag. */
+async function joinPlatforms(registry: ImageRegistry, plan: BuildPlan, log: Log): Promise<void> {
+  const repo = plan.repository;
+  const children: { platform: string; manifest: Manifest }[] = [];
+  for (const platform of plan.platforms) {
+    const tag = `${plan.shaTag}-${platformTagSuffix(platform)}`;
+    const manifest = await registry.getManifest(repo.repository, tag);
+    if (!manifest) {
+      throw new DeployError(
+        `The build of ${platform} finished but registry ${repo.registry} has no ${repo.repository}:${tag}.`,
+        {
+          hint: "Check that the engine pushed to the same registry the image name points at (mirrors, proxies).",
+        },
+      );
+    }
+    children.push({ platform, manifest });
+  }
+  const index = imageIndex(children);
+  await registry.putManifest(repo.repository, plan.shaTag, index);
+  log.info(`${repo.name}:${plan.shaTag} -> ${index.digest}, one index of ${plan.platforms.join(", ")}`);
 }
 
 /** Point every tag of the plan except the sha tag at `manifest` (skipping those already there). */

@@ -1,3 +1,4 @@
+import { posix } from "node:path";
 import { ConfigError } from "../core/errors.js";
 import { type ImageRepository, isValidTag, parseImageName } from "../registry/reference.js";
 
@@ -5,7 +6,8 @@ import { type ImageRepository, isValidTag, parseImageName } from "../registry/re
 export interface ImageSpec {
   name: string;
   context: string;
-  dockerfile: string;
+  /** Relative to the repository root; default <context>/Dockerfile, as docker build and Compose do. */
+  dockerfile?: string;
   "build-args": Record<string, string>;
   platforms?: string[];
 }
@@ -129,6 +131,7 @@ export function planBuild(input: PlanInput): BuildPlan {
     "org.opencontainers.image.version": version,
   };
   if (input.sourceUrl) labels["org.opencontainers.image.source"] = input.sourceUrl;
+  const context = input.image.context || ".";
   return {
     repository,
     shaTag: sTag,
@@ -138,8 +141,8 @@ export function planBuild(input: PlanInput): BuildPlan {
     created,
     buildArgs: { ...userArgs, ...stamps },
     labels,
-    context: input.image.context || ".",
-    dockerfile: input.image.dockerfile || "Dockerfile",
+    context,
+    dockerfile: input.image.dockerfile || posix.join(context, "Dockerfile"),
     platforms: input.image.platforms ?? [],
     overridden,
   };

@@ -5,8 +5,16 @@
 
 export type Builder = "buildx" | "classic";
 
-/** What to do with the cache. `ref` is the registry cache image for type "registry". */
-export type CacheSpec = { type: "none" } | { type: "gha"; scope: string } | { type: "registry"; ref: string };
+/**
+ * What to do with the cache. `ref` is the registry cache image for type "registry". "inline" is
+ * what the buildx docker driver can do: the cache metadata rides in the image pushed as `ref`,
+ * and the next build imports it from there.
+ */
+export type CacheSpec =
+  | { type: "none" }
+  | { type: "gha"; scope: string }
+  | { type: "registry"; ref: string }
+  | { type: "inline"; ref: string };
 
 export interface BuildCommandInput {
   /** Absolute paths: the action may run from any directory. */
@@ -53,17 +61,26 @@ export function cacheArgs(cache: CacheSpec): string[] {
         "--cache-to",
         `type=registry,ref=${cache.ref},mode=max`,
       ];
+    case "inline":
+      return ["--cache-from", `type=registry,ref=${cache.ref}`, "--cache-to", "type=inline"];
   }
 }
 
 export function buildxBuildArgv(i: BuildCommandInput): string[] {
-  const argv = ["docker", "buildx", "build", ...common(i)];
+  // An inline cache is pushed as a tag of its own, so the next build finds it by name.
+  const refs = i.cache.type === "inline" ? [...i.refs, i.cache.ref] : i.refs;
+  const argv = ["docker", "buildx", "build", ...common({ ...i, refs })];
   if (i.platforms.length) argv.push("--platform", i.platforms.join(","));
   argv.push(...cacheArgs(i.cache));
   if (i.push) argv.push("--push");
   else if (i.load) argv.push("--load");
   argv.push(i.context);
   return argv;
+}
+
+/** linux/arm64/v8 -> linux-arm64-v8: a tag suffix for one platform's image. */
+export function platformTagSuffix(platform: string): string {
+  return platform.replaceAll("/", "-");
 }
 
 /** The legacy builder (DOCKER_BUILDKIT=0): no cache export, at most one platform. */

@@ -13,7 +13,8 @@ const DESCRIPTIONS: Record<string, string> = {
   image: "The image deploy-kit builds and deploys.",
   "image.name": "Repository without tag, e.g. ghcr.io/acme/app. Releases are pinned by digest.",
   "image.context": "Build context, relative to the repository root.",
-  "image.dockerfile": "Dockerfile, relative to the repository root (not to the context).",
+  "image.dockerfile":
+    "Dockerfile, relative to the repository root (like build-push-action's `file`). Default: <context>/Dockerfile, as docker build and Compose do.",
   "image.build-args": "Extra build args; GIT_SHA, BUILD_DATE and APP_VERSION are always passed.",
   "image.platforms": "Platforms for docker buildx, e.g. [linux/amd64, linux/arm64].",
   environments: "Deploy targets by name (staging, production, ...).",

@@ -263,7 +263,7 @@ export const configSchema = z.strictObject({
         "give the name without a tag or digest",
       ),
     context: z.string().default("."),
-    dockerfile: z.string().default("Dockerfile"),
+    dockerfile: z.string().optional(),
     "build-args": z
       .record(
         z.string().regex(ENV_KEY, "not an environment variable name"),

@@ -377,3 +377,27 @@ export async function resolveTag(
   const ref = parseImageName(name);
   return RegistryClient.forImage(name, opts).resolveTag(ref.repository, tag);
 }
+
+/**
+ * One multi-platform index over single-platform images already in the same repository (what
+ * `docker buildx imagetools create` makes, built here so it works with every registry the client
+ * can reach). A docker manifest list over docker manifests, else an OCI index.
+ */
+export function imageIndex(children: { platform: string; manifest: Manifest }[]): Manifest {
+  const docker = children.every((c) => c.manifest.mediaType === MANIFEST_TYPES[3]);
+  const doc = {
+    schemaVersion: 2,
+    mediaType: docker ? MANIFEST_TYPES[1] : MANIFEST_TYPES[0],
+    manifests: children.map(({ platform, manifest }) => {
+      const [os, architecture, variant] = platform.split("/");
+      return {
+        mediaType: manifest.mediaType,
+        digest: manifest.digest,
+        size: manifest.bytes.byteLength,
+        platform: { architecture, os, ...(variant ? { variant } : {}) },
+      };
+    }),
+  };
+  const bytes = new TextEncoder().encode(JSON.stringify(doc, null, 2));
+  return { digest: sha256Digest(bytes), mediaType: doc.mediaType, bytes };
+}

@@ -55,6 +55,12 @@ export class FakeRegistry {
     return this.tags.get(`${repo}:${tag}`);
   }
 
+  /** The parsed manifest document repo:tag points at. */
+  manifestOf(repo: string, tag: string): unknown {
+    const blob = this.blobs.get(`${repo}@${this.digestOf(repo, tag)}`);
+    return blob && JSON.parse(blob.bytes.toString());
+  }
+
   private authorised(req: IncomingMessage, scopeNeeded: string): boolean {
     const h = req.headers.authorization ?? "";
     if (this.opts.auth === "none") return true;

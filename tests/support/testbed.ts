@@ -41,6 +41,8 @@ export interface TestbedHost {
   homeDir: string;
   tmpDir: string;
   hostKeyPub: string;
+  /** Which compose answers `docker compose` on this host: v2 (the plugin) or v1 (the legacy shim). */
+  compose: "v1" | "v2";
 }
 
 export interface Testbed {
@@ -50,7 +52,8 @@ export interface Testbed {
   localDockerHost: string;
   /** Where ports published by the local engine appear (127.0.0.1 normally). */
   localDockerAddress: string;
-  registry: { plain: string; auth: string; username: string; password: string };
+  /** loopback: the same storage on 127.0.0.1, where the engine's own BuildKit reaches plain HTTP. */
+  registry: { plain: string; auth: string; loopback: string; username: string; password: string };
   hosts: TestbedHost[];
   deployKeyPath: string;
   knownHostsPath: string;
@@ -74,6 +77,8 @@ export interface Testbed {
     user: string;
   };
   baseImage: string;
+  /** An aarch64 busybox-static (runs here under QEMU), for multi-platform builds. */
+  arm64Busybox: string;
 }
 
 export interface RunResult {
@@ -210,7 +215,7 @@ export function dockerEnv(dockerHost: string, extra: NodeJS.ProcessEnv = {}): No
     ...process.env,
     DOCKER_HOST: dockerHost,
     DOCKER_CONFIG: isolatedDockerConfig(),
-    // The 28.x client has no buildx here; the legacy builder works with every engine.
+    // The tests' own helper images use the legacy builder: it works with every engine.
     DOCKER_BUILDKIT: "0",
     DOCKER_CLI_HINTS: "false",
     ...extra,

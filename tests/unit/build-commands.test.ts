@@ -41,6 +41,11 @@ describe("buildx argv", () => {
       { push: true, cache: { type: "registry", ref: "ghcr.io/acme/app:buildcache" } },
       `docker buildx build ${common} --cache-from type=registry,ref=ghcr.io/acme/app:buildcache --cache-to type=registry,ref=ghcr.io/acme/app:buildcache,mode=max --push /repo/examples/app`,
     ],
+    [
+      "inline cache (docker driver): the cache image is pushed as a tag of its own",
+      { push: true, cache: { type: "inline", ref: "ghcr.io/acme/app:buildcache" } },
+      `docker buildx build ${common.replace("--label", "--tag ghcr.io/acme/app:buildcache --label")} --cache-from type=registry,ref=ghcr.io/acme/app:buildcache --cache-to type=inline --push /repo/examples/app`,
+    ],
   ])("%s", (_name, over, expected) => {
     expect(argvToShell(buildxBuildArgv({ ...base, ...over }))).toBe(expected);
   });

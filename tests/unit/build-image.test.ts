@@ -48,7 +48,13 @@ class FakeDocker implements LocalExecutor {
       return ok("sha256:1111111111111111111111111111111111111111111111111111111111111111 2097152\n");
     const push = (ref: string) => {
       const [repo, tag] = ref.slice(this.registry.host.length + 1).split(":") as [string, string];
-      this.registry.put(repo, tag, imageManifest(SHA));
+      // One image per platform: a per-platform build's manifest differs from the others.
+      const platform = cmd.argv[cmd.argv.indexOf("--platform") + 1];
+      this.registry.put(
+        repo,
+        tag,
+        imageManifest(cmd.argv.includes("--platform") ? `${SHA}-${platform}` : SHA),
+      );
     };
     if (sub === "push") push(cmd.argv[2]!);
     if (sub === "buildx" && sub2 === "build" && cmd.argv.includes("--push")) {
@@ -217,12 +223,63 @@ describe("buildImage with buildx", () => {
     expect(r.imageId).toBeUndefined();
   });
 
-  it("the docker driver cannot export a cache: warns and builds without one", async () => {
+  it("the docker driver cannot export a gha cache: warns and builds without one", async () => {
     const { exec, deps } = setup({ buildx: true, driver: "docker" });
     const log = new MemoryLog();
     await buildImage(opts({ sha: "b".repeat(40), cache: "gha", githubCache: true }), log, deps);
     expect(exec.lines().find((l) => l.startsWith("docker buildx build"))).not.toContain("--cache");
     expect(log.text()).toContain('cannot be exported by the buildx "docker" driver');
+  });
+
+  it("the docker driver keeps a registry cache inline, in a buildcache tag it pushes and imports", async () => {
+    const { exec, deps } = setup({ buildx: true, driver: "docker" });
+    const r = await buildImage(opts({ sha: "c".repeat(40), cache: "registry" }), new MemoryLog(), deps);
+    const build = exec.lines().find((l) => l.startsWith("docker buildx build"))!;
+    expect(build).toContain(`--tag ${host}/t4-unit:main --tag ${host}/t4-unit:buildcache --label`);
+    expect(build).toContain(
+      `--cache-from type=registry,ref=${host}/t4-unit:buildcache --cache-to type=inline --push`,
+    );
+    expect(r.cache).toBe(`registry, inline in ${host}/t4-unit:buildcache (buildx docker driver)`);
+    expect(reg.digestOf("t4-unit", "buildcache")).toBe(r.digest);
+  });
+
+  it("the docker driver builds each platform apart and joins them into one index the tags point at", async () => {
+    const { exec, deps } = setup({ buildx: true, driver: "docker" });
+    const sha = "f".repeat(40);
+    const name = `${host}/t4-unit`;
+    const r = await buildImage(
+      opts({
+        sha,
+        image: { ...opts().image, platforms: ["linux/amd64", "linux/arm64"] },
+        extraTags: ["edge"],
+      }),
+      new MemoryLog(),
+      deps,
+    );
+    const builds = exec.lines().filter((l) => l.startsWith("docker buildx build"));
+    expect(builds).toHaveLength(2);
+    expect(builds[0]).toContain(`--tag ${name}:sha-ffffffffffff-linux-amd64 --label`);
+    expect(builds[0]).toContain("--platform linux/amd64 --push");
+    expect(builds[1]).toContain(`--tag ${name}:sha-ffffffffffff-linux-arm64 --label`);
+    expect(builds[1]).toContain("--platform linux/arm64 --push");
+    const index = reg.manifestOf("t4-unit", "sha-ffffffffffff") as {
+      mediaType: string;
+      manifests: { digest: string; platform: { os: string; architecture: string } }[];
+    };
+    expect(index.mediaType).toBe("application/vnd.docker.distribution.manifest.list.v2+json");
+    expect(index.manifests.map((m) => `${m.platform.os}/${m.platform.architecture}`)).toEqual([
+      "linux/amd64",
+      "linux/arm64",
+    ]);
+    expect(index.manifests.map((m) => m.digest)).toEqual([
+      reg.digestOf("t4-unit", "sha-ffffffffffff-linux-amd64"),
+      reg.digestOf("t4-unit", "sha-ffffffffffff-linux-arm64"),
+    ]);
+    // The deployed digest is the index's, and every tag points at it.
+    expect(r.digest).toBe(reg.digestOf("t4-unit", "sha-ffffffffffff"));
+    expect(reg.digestOf("t4-unit", "edge")).toBe(r.digest);
+    expect(reg.digestOf("t4-unit", "main")).toBe(r.digest);
+    expect(r.size?.platforms).toEqual(["linux/amd64", "linux/arm64"]);
   });
 });
 
