@@ -23,6 +23,10 @@ import {
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import { ensureToolchain } from "./toolchain.mjs";
+
+// A fresh clone on a machine with Node 20: install the packages and Node 24, then run on 24.
+ensureToolchain(fileURLToPath(import.meta.url));
 
 const repo = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const APP = "example";

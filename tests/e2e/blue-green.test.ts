@@ -12,6 +12,7 @@ import { runBundled } from "../support/runner.js";
 import {
   buildExampleImage,
   ensureTestbed,
+  HOSTS_COMPOSE,
   hostExec,
   remoteDocker,
   resetHost,
@@ -205,7 +206,7 @@ afterAll(async () => {
   await hostExec(h1, ["sh", "-c", tb.nginx.reloadCommand], { user: "deploy", check: false });
 });
 
-describe("strategy: blue-green behind nginx on h1", () => {
+describe(`strategy: blue-green behind nginx on h1 (compose ${HOSTS_COMPOSE})`, () => {
   test("first release starts as blue and the proxy switches to it", async () => {
     const r = await action("deploy-ssh", { "image-ref": images.v1 });
     expect(r.exitCode, r.stdout + r.stderr).toBe(0);

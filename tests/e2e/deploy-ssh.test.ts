@@ -3,7 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { runBundled } from "../support/runner.js";
-import { hostExec } from "../support/testbed.js";
+import { HOSTS_COMPOSE, hostExec } from "../support/testbed.js";
 import { ledgerOf, type T3Bed, t3Bed, visible } from "./t3-support.js";
 
 // Shared-testbed isolation: app t3-deploy, path /srv/t3-deploy, ports 18310 (h1) and 18311 (h2).
@@ -107,7 +107,7 @@ async function plantLock(owner: string, token: string) {
   );
 }
 
-describe("deploy-ssh on the testbed (2 hosts, compose v1, private registry)", () => {
+describe(`deploy-ssh on the testbed (2 hosts, compose ${HOSTS_COMPOSE}, private registry)`, () => {
   test("deploy v1: both hosts serve v1, exactly one SSH handshake per host, no credential left", async () => {
     const r = await deploy(images.v1);
     expect(r.exitCode, r.stdout + r.stderr).toBe(0);
@@ -282,7 +282,7 @@ describe("deploy-ssh on the testbed (2 hosts, compose v1, private registry)", ()
   });
 });
 
-describe("validate-config check-remote on the testbed", () => {
+describe(`validate-config check-remote on the testbed (compose ${HOSTS_COMPOSE})`, () => {
   const validate = (workspace: string) =>
     runBundled("validate-config", {
       cwd: workspace,

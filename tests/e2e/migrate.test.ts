@@ -15,6 +15,7 @@ import {
   buildExampleImage,
   type ExampleImage,
   ensureTestbed,
+  HOSTS_COMPOSE,
   hostExec,
   machinePath,
   resetHost,
@@ -123,7 +124,7 @@ beforeAll(async () => {
   broken = await buildExampleImage({ repository: "t5-app", version: "2.0.0", migrationFail: true });
 });
 
-describe("migrate (bundled) on the testbed", () => {
+describe(`migrate (bundled) on the testbed (compose ${HOSTS_COMPOSE})`, () => {
   const app = "t5-mig";
   const db = "t5_mig";
   let ws: string;
@@ -266,7 +267,7 @@ describe("migrate (bundled) on the testbed", () => {
   });
 });
 
-describe("a required backup that cannot be taken", () => {
+describe(`a required backup that cannot be taken (compose ${HOSTS_COMPOSE})`, () => {
   test("stops the migration: nothing applied, no dump left, the failure in the ledger", async () => {
     const app = "t5-nobackup";
     const db = "t5_nobackup";

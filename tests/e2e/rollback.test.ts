@@ -3,6 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { runBundled } from "../support/runner.js";
+import { HOSTS_COMPOSE } from "../support/testbed.js";
 import { type BedHost, ledgerOf, type T3Bed, t3Bed } from "./t3-support.js";
 
 // Shared-testbed isolation: app t3-rollback, path /srv/t3-rollback, port 18320, host h1 only.
@@ -84,7 +85,7 @@ afterAll(async () => {
   if (bed) await bed.resetApp(h1, APP);
 });
 
-describe("rollback on the testbed (compose v1, compose file with a version key)", () => {
+describe(`rollback on the testbed (compose ${HOSTS_COMPOSE}, compose file with a version key)`, () => {
   test("v1, v2, then an unhealthy v3 is rolled back by the health gate", async () => {
     for (const v of ["v1", "v2"] as const) {
       const r = await deploy(images[v]);

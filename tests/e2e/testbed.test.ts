@@ -22,6 +22,7 @@ import {
   buildExampleImage,
   type ExampleImage,
   ensureTestbed,
+  HOSTS_COMPOSE,
   hostExec,
   localDocker,
   machinePath,
@@ -95,6 +96,18 @@ describe("testbed", () => {
       const after = readFileSync(host.sshdLog, "utf8").split("Accepted publickey for deploy").length;
       expect(after).toBeGreaterThan(before);
     }
+  });
+
+  it("`docker compose` on every host is the compose this run is for; the runner has compose v2 and buildx", async () => {
+    for (const host of [h1, h2]) {
+      const { stdout } = await sshExec(host, "docker compose version");
+      expect(stdout).toContain(
+        HOSTS_COMPOSE === "v2" ? "Docker Compose version 2.26.1" : "docker-compose version 1.29",
+      );
+    }
+    const local = await localDocker(["compose", "version"]);
+    expect(local.stdout).toContain("Docker Compose version 2.26.1");
+    expect((await localDocker(["buildx", "version"])).stdout).toContain("github.com/docker/buildx 0.13.1");
   });
 
   it("host keys are really pinned: an empty known_hosts is refused, not trusted on first use", async () => {

@@ -175,6 +175,13 @@ export function readTestbed(path = testbedJsonPath()): Testbed {
 let pending: Promise<Testbed> | undefined;
 
 /**
+ * The compose the hosts run in this test run: v2 (the plugin, what users' servers have) unless
+ * DK_TESTBED_COMPOSE=v1 (npm test's second pass, the legacy path); up.sh sets the hosts up so.
+ * Suites that change a host name it in their titles.
+ */
+export const HOSTS_COMPOSE: "v1" | "v2" = process.env.DK_TESTBED_COMPOSE === "v1" ? "v1" : "v2";
+
+/**
  * Brings the testbed up (scripts/testbed/up.sh: about a second when it is already up, restarting
  * nothing) once per process and returns testbed.json. Throws, never skips, when it cannot start.
  */
@@ -192,7 +199,13 @@ async function startTestbed(): Promise<Testbed> {
     throw new Error(`the testbed did not start: bash scripts/testbed/up.sh exited ${result.code}:\n${tail}`);
   }
   if (process.env.DK_TESTBED_VERBOSE === "1") process.stderr.write(result.stdout);
-  return readTestbed();
+  const tb = readTestbed();
+  const other = tb.hosts.find((h) => h.compose !== HOSTS_COMPOSE);
+  if (other)
+    throw new Error(
+      `host ${other.alias} runs compose ${other.compose}, but this run is for compose ${HOSTS_COMPOSE}`,
+    );
+  return tb;
 }
 
 // ---------------------------------------------------------------------------------------------
