@@ -34,6 +34,7 @@ async function main(log: Log): Promise<void> {
     environments: JSON.stringify(Object.keys(config.environments)),
     hosts: JSON.stringify(hosts),
     "image-name": config.image.name,
+    "foreign-platforms": foreignPlatforms(config.image.platforms ?? [], process.arch).join(","),
   });
   if (!i["check-remote"]) {
     await writeSummary("deploy-kit: config valid", configSections(config, i.environment));
@@ -56,6 +57,15 @@ async function main(log: Log): Promise<void> {
     ...configSections(config, i.environment),
     ...remoteSections(results),
   ]);
+}
+
+/** Platforms this runner's CPU cannot run natively: building them needs QEMU for RUN steps. */
+export function foreignPlatforms(platforms: string[], arch: string): string[] {
+  const native: Record<string, string[]> = {
+    x64: ["linux/amd64", "linux/386"],
+    arm64: ["linux/arm64", "linux/arm/v7", "linux/arm/v6"],
+  };
+  return platforms.filter((p) => !(native[arch] ?? []).some((n) => p === n || p.startsWith(`${n}/`)));
 }
 
 export default { main } satisfies ActionSpec;

@@ -1,6 +1,7 @@
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
+import { foreignPlatforms } from "../../src/actions/validate-config.js";
 import { REPO, runBundled } from "../support/runner.js";
 
 const configs = ["examples/deploy-kit.yml", "tests/fixtures/config/good/full.yml"].filter((f) =>
@@ -43,5 +44,15 @@ describe("dist/validate-config run as the runner runs it", () => {
     expect(r.exitCode).toBe(1);
     expect(r.stdout).toContain("Config file not found");
     expect(r.stdout).toContain("What to do:");
+  });
+
+  it.each<[string[], string, string[]]>([
+    [["linux/amd64", "linux/arm64"], "x64", ["linux/arm64"]],
+    [["linux/amd64", "linux/arm64"], "arm64", ["linux/amd64"]],
+    [["linux/arm/v7", "linux/386"], "x64", ["linux/arm/v7"]],
+    [["linux/amd64"], "x64", []],
+    [[], "x64", []],
+  ])("foreign platforms of %j on an %s runner: %j (what needs QEMU)", (platforms, arch, expected) => {
+    expect(foreignPlatforms(platforms, arch)).toEqual(expected);
   });
 });

@@ -17,6 +17,8 @@ const ENV_EXPR = ["$", "{{ inputs.environment }}"].join("");
 const PINS: Record<string, { sha: string; version: string }> = {
   "actions/checkout": { sha: "d23441a48e516b6c34aea4fa41551a30e30af803", version: "v6.1.0" },
   "actions/setup-node": { sha: "820762786026740c76f36085b0efc47a31fe5020", version: "v7.0.0" },
+  "docker/setup-qemu-action": { sha: "c7c53464625b32c7a7e944ae62b3e17d2b600130", version: "v3.7.0" },
+  "docker/setup-buildx-action": { sha: "8d2750c68a42422c14e847fe6c8ac0403b4cbd6f", version: "v3.12.0" },
 };
 
 const REUSABLE = ["deploy-staging.yml", "deploy-production.yml", "rollback.yml"];
@@ -378,5 +380,25 @@ jobs:
       'a: $/actions/validate-config: input "enviroment" is not declared by the action',
       'a: steps.v has no output "image"',
     ]);
+  });
+});
+
+describe("the staging build job sets up what image.platforms and cache need", () => {
+  it("QEMU only for platforms foreign to the runner, then a buildx builder, before build-image", () => {
+    const wf = parse(readFileSync(join(REPO, ".github/workflows/deploy-staging.yml"), "utf8")) as {
+      jobs: {
+        build: { steps: { id?: string; uses?: string; if?: string; with?: Record<string, string> }[] };
+      };
+    };
+    const steps = wf.jobs.build.steps;
+    const at = (prefix: string) => steps.findIndex((s) => s.uses?.startsWith(prefix));
+    const qemu = steps[at("docker/setup-qemu-action")]!;
+    expect(qemu.if).toBe("steps.image.outputs.foreign-platforms != ''");
+    expect(qemu.with?.platforms).toBe("${{ steps.image.outputs.foreign-platforms }}");
+    expect(steps.find((s) => s.id === "image")?.uses).toBe("$/actions/validate-config");
+    expect(at("$/actions/validate-config")).toBeLessThan(at("docker/setup-qemu-action"));
+    expect(at("docker/setup-qemu-action")).toBeLessThan(at("docker/setup-buildx-action"));
+    expect(at("docker/setup-buildx-action")).toBeLessThan(at("$/actions/build-image"));
+    expect(steps[at("$/actions/build-image")]!.with?.cache).toBe("${{ inputs.cache }}");
   });
 });
