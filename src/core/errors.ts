@@ -41,6 +41,32 @@ export class DeployError extends Error {
   }
 }
 
+/**
+ * The SSH connection to a host went away while a step needed it. `during` names that step; the
+ * caller that knows how far the host got adds what state it was left in (withState).
+ */
+export class ConnectionLostError extends DeployError {
+  override name = "ConnectionLostError";
+  readonly during: string;
+  constructor(message: string, opts: { host: string; during: string; hint?: string }) {
+    super(message, {
+      host: opts.host,
+      hint:
+        opts.hint ??
+        "Check that the host is up and its sshd answers (ssh to it), then run the deploy again; the lock it holds is released by the post step or expires with its lease.",
+    });
+    this.during = opts.during;
+  }
+
+  withState(state: string): ConnectionLostError {
+    return new ConnectionLostError(`${this.message} ${state}`, {
+      host: this.host!,
+      during: this.during,
+      hint: this.hint,
+    });
+  }
+}
+
 /** A local or remote command exited non-zero. `command` is already redacted. */
 export class CommandError extends Error {
   override name = "CommandError";

@@ -14,7 +14,7 @@ import {
   statePaths,
 } from "../commands/release.js";
 import type { Config, Environment } from "../config/schema.js";
-import { ConfigError, DeployError } from "../core/errors.js";
+import { ConfigError, ConnectionLostError, DeployError } from "../core/errors.js";
 import type { Log } from "../core/log.js";
 import { registerSecret } from "../core/secrets.js";
 import { restoreBackup } from "../migrate/backup.js";
@@ -319,6 +319,21 @@ async function deployHost(run: HostRun, req: DeployRequest, releaseId: string): 
   await record(run, req, entry(req, { ...base, status: "succeeded" }));
 }
 
+/**
+ * A lost connection says what the host was left running: only this run knows whether it had
+ * begun to switch the host when the connection went.
+ */
+function withHostState(e: unknown, run: HostRun, release: string): unknown {
+  if (!(e instanceof ConnectionLostError)) return e;
+  const alias = run.remote.alias;
+  const before = lastGoodRelease(run.ledger)?.id;
+  return e.withState(
+    run.touched
+      ? `${alias} was being switched to release ${release}, so it may run the new containers with no ledger line for them; when it answers again, see what serves with \`deploy-kit releases\` and put the last good release${before ? ` (${before})` : ""} back with \`deploy-kit rollback\`.`
+      : `Nothing on ${alias} was switched: ${before ? `release ${before}` : "what it served before"} keeps serving.`,
+  );
+}
+
 function oneLine(e: unknown): string {
   return (e instanceof Error ? e.message : String(e)).split("\n")[0]!.slice(0, 300);
 }
@@ -456,9 +471,10 @@ export async function deployRelease(
         run.result.outcome = "deployed";
         req.log.info(`${run.remote.alias}: release ${releaseId} is live (${elapsed(run)} s)`);
       } catch (e) {
+        const err = withHostState(e, run, releaseId);
         run.result.outcome = "failed";
-        run.result.error = oneLine(e);
-        throw e;
+        run.result.error = oneLine(err);
+        throw err;
       } finally {
         run.result["duration-s"] = elapsed(run);
       }
@@ -659,9 +675,10 @@ export async function rollbackRelease(
           `${run.remote.alias}: ${target.id} (${target["image-ref"]}) is live again (${elapsed(run)} s)`,
         );
       } catch (e) {
+        const err = withHostState(e, run, `${newId} (${target.id} again)`);
         run.result.outcome = "failed";
-        run.result.error = oneLine(e);
-        throw e;
+        run.result.error = oneLine(err);
+        throw err;
       } finally {
         run.result["duration-s"] = elapsed(run);
       }

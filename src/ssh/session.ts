@@ -3,7 +3,7 @@ import { posix } from "node:path";
 import type { Duplex } from "node:stream";
 import ssh2 from "ssh2";
 import { quote, script, sh } from "../commands/shell.js";
-import { CommandError, ConfigError, DeployError } from "../core/errors.js";
+import { CommandError, ConfigError, ConnectionLostError, DeployError } from "../core/errors.js";
 import type { Log } from "../core/log.js";
 import { redact } from "../core/secrets.js";
 import {
@@ -145,14 +145,7 @@ export class SshConnection implements Remote {
   }
 
   async run(cmd: RemoteCommand): Promise<RemoteResult> {
-    if (this.closed) {
-      throw new DeployError(
-        `The SSH connection to ${this.alias} is closed${this.why()}; cannot run ${cmd.what}.`,
-        {
-          host: this.alias,
-        },
-      );
-    }
+    if (this.closed) throw this.lost(cmd.what, "before");
     const release = await this.slot();
     try {
       return await this.exec(cmd);
@@ -165,6 +158,19 @@ export class SshConnection implements Remote {
     return this.lostReason ? ` (${this.lostReason})` : "";
   }
 
+  /** The connection is gone: say so, with the host and the step, never as a command's failure. */
+  private lost(
+    what: string,
+    when: "before" | "at the start of" | "during",
+    detail?: string,
+  ): ConnectionLostError {
+    const why = [detail, this.lostReason].filter(Boolean).join(", ");
+    return new ConnectionLostError(
+      `The SSH connection to ${this.alias} was lost ${when} ${what}${why ? ` (${why})` : ""}; that step did not finish.`,
+      { host: this.alias, during: what },
+    );
+  }
+
   private exec(cmd: RemoteCommand): Promise<RemoteResult> {
     this.log.debug(`[${this.alias}] ${cmd.what}`);
     // The login shell only sees one quoted word: the script runs in sh whatever the user's shell is.
@@ -172,10 +178,15 @@ export class SshConnection implements Remote {
     return new Promise<RemoteResult>((resolve, reject) => {
       this.client.exec(command, (err, stream) => {
         if (err) {
+          // ssh2 says "No response from server" / "Not connected" when the peer went away.
+          const gone =
+            this.closed || this.lostReason || /no response|not connected|closed/i.test(err.message);
           reject(
-            new DeployError(`Could not start ${cmd.what} on ${this.alias}: ${err.message}${this.why()}`, {
-              host: this.alias,
-            }),
+            gone
+              ? this.lost(cmd.what, "at the start of", err.message)
+              : new DeployError(`Could not start ${cmd.what} on ${this.alias}: ${err.message}${this.why()}`, {
+                  host: this.alias,
+                }),
           );
           return;
         }
@@ -225,15 +236,7 @@ export class SshConnection implements Remote {
             return;
           }
           if (exitCode === undefined && signal === undefined) {
-            reject(
-              new DeployError(
-                `The SSH connection to ${this.alias} was lost during ${cmd.what}${this.why()}.`,
-                {
-                  host: this.alias,
-                  hint: "Check the host's network and sshd; the action never reports an unfinished step as done.",
-                },
-              ),
-            );
+            reject(this.lost(cmd.what, "during"));
             return;
           }
           const result = { exitCode: exitCode ?? -1, stdout, stderr };

@@ -172,6 +172,9 @@ afterEach(async () => {
   await hostExec(h, ["rm", "-rf", `/srv/${APP}/.deploy-kit/lock`], { check: false });
 });
 
+const LOST_CONNECTION =
+  /The SSH connection to h2 was lost (before|at the start of|during) [^;]+; that step did not finish\. (Nothing on h2 was switched: release \S+ keeps serving\.|h2 was being switched to release \S+, so it may run the new containers)/;
+
 describe("faults on host 2 during a real deploy (migrate with backup -> deploy -> smoke)", () => {
   test("sshd killed when the release starts (after the migration and its backup)", () =>
     fault("sshd killed", async () => {
@@ -192,8 +195,8 @@ describe("faults on host 2 during a real deploy (migrate with backup -> deploy -
         await restoreTestbed();
       }
       expect(log.fired).toHaveLength(1);
-      expect(errorOf(d)).toMatch(/h2/);
-      expect(errorOf(d)).toMatch(/SSH|connection|Not connected|ECONNRESET/i);
+      // Said as what it is: the connection, the host, the step, and what the host was left running.
+      expect(errorOf(d)).toMatch(LOST_CONNECTION);
       // The backup of this run was taken before the fault and stays.
       const backups = await backupsOf(h, APP);
       expect(backups.length).toBe(backupsBefore.length + 1);
@@ -220,7 +223,7 @@ describe("faults on host 2 during a real deploy (migrate with backup -> deploy -
         await run("ip", ["link", "set", veth, "up"]);
       }
       expect(log.fired).toHaveLength(1);
-      expect(errorOf(d)).toMatch(/h2/);
+      expect(errorOf(d)).toMatch(LOST_CONNECTION);
       // keepalive 1 s x 3: the dead link is noticed in seconds, not hung on.
       expect(d.ms).toBeLessThan(60_000);
       expect(d.lock, "the lock record stays for the post step").toBeDefined();

@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import ssh2 from "ssh2";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
-import { CommandError, DeployError } from "../../src/core/errors.js";
+import { CommandError, ConnectionLostError, DeployError, describeError } from "../../src/core/errors.js";
 import { MemoryLog } from "../../src/core/log.js";
 import { forgetSecrets, registerSecret } from "../../src/core/secrets.js";
 import { fingerprint, parseKnownHosts, pinnedKeys } from "../../src/ssh/known-hosts.js";
@@ -20,8 +20,10 @@ const { Server, utils } = ssh2;
 function startServer(opts: { allowedKey: string; hostKey: string; acceptPublicKey?: boolean }) {
   const allowed = utils.parseKey(opts.allowedKey) as ssh2.ParsedKey;
   const stats = { connections: 0, authAttempts: 0, ready: 0 };
+  const clients = new Set<ssh2.Connection>();
   const server = new Server({ hostKeys: [opts.hostKey] }, (client) => {
     stats.connections++;
+    clients.add(client);
     client.on("authentication", (ctx) => {
       stats.authAttempts++;
       if (ctx.method !== "publickey" || opts.acceptPublicKey === false)
@@ -61,12 +63,18 @@ function startServer(opts: { allowedKey: string; hostKey: string; acceptPublicKe
     });
     client.on("error", () => {});
   });
-  return new Promise<{ port: number; stats: typeof stats; close: () => void }>((resolve) => {
-    server.listen(0, "127.0.0.1", () => {
-      const port = (server.address() as { port: number }).port;
-      resolve({ port, stats, close: () => server.close() });
-    });
-  });
+  return new Promise<{ port: number; stats: typeof stats; close: () => void; drop: () => void }>(
+    (resolve) => {
+      server.listen(0, "127.0.0.1", () => {
+        const port = (server.address() as { port: number }).port;
+        // drop: the server side hangs up every connection, as a killed sshd does.
+        const drop = () => {
+          for (const c of clients) c.end();
+        };
+        resolve({ port, stats, close: () => server.close(), drop });
+      });
+    },
+  );
 }
 
 const clientPair = utils.generateKeyPairSync("ed25519");
@@ -154,6 +162,33 @@ describe("SshConnection against a real SSH server", () => {
     expect(results.map((r) => r.stdout.trim())).toEqual(Array.from({ length: 12 }, (_, i) => String(i)));
     expect(srv.stats.connections - before).toBe(0);
     expect(srv.stats.ready).toBe(1);
+  });
+});
+
+describe("a connection lost mid-run", () => {
+  test("is said as a lost connection naming the host and the step, and every later step says so too", async () => {
+    const srv = await startServer({ allowedKey: clientPair.public, hostKey: hostPair.private });
+    const conn = await connect(endpoint(srv.port, "db-2"), key, pinnedFor(srv.port), opts);
+    try {
+      const running = conn.run({ what: "pull the image", script: "sleep 5" }).catch((e) => e);
+      await new Promise((r) => setTimeout(r, 300));
+      srv.drop();
+      const e = await running;
+      expect(e).toBeInstanceOf(ConnectionLostError);
+      expect(e.message).toMatch(
+        /^The SSH connection to db-2 was lost during pull the image.*; that step did not finish\.$/,
+      );
+      expect(e).toMatchObject({ host: "db-2", during: "pull the image" });
+      const later = await conn.run({ what: "write the ledger", script: "true" }).catch((x) => x);
+      expect(later).toBeInstanceOf(ConnectionLostError);
+      expect(later.message).toMatch(
+        /^The SSH connection to db-2 was lost (before|at the start of) write the ledger/,
+      );
+      expect(describeError(later)).toContain("What to do: Check that the host is up and its sshd answers");
+    } finally {
+      await conn.close();
+      srv.close();
+    }
   });
 });
 
