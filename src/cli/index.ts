@@ -111,7 +111,11 @@ const defaultIO = (): CliIO => ({
   env: process.env,
 });
 
-export async function cli(argv: string[], io: CliIO = defaultIO()): Promise<number> {
+/**
+ * `version` is the installed package's, read from its package.json by the bin stub
+ * (dist/cli/index.js), so a release bumps one file and the bundle stays the build of src/.
+ */
+export async function cli(argv: string[], io: CliIO = defaultIO(), version = "unknown"): Promise<number> {
   const [name, ...rest] = argv;
   if (!name || name === "--help" || name === "-h" || name === "help") {
     if (name === "help" && rest[0] && commands[rest[0]]) {
@@ -122,7 +126,7 @@ export async function cli(argv: string[], io: CliIO = defaultIO()): Promise<numb
     return name ? EXIT.ok : EXIT.usage;
   }
   if (name === "--version") {
-    io.stdout("deploy-kit 0.1.0\n");
+    io.stdout(`deploy-kit ${version}\n`);
     return EXIT.ok;
   }
   const command = commands[name];
