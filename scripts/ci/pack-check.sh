@@ -5,7 +5,7 @@
 # Also fails when the tarball holds something it should not (source maps, src/, tests/) or grows
 # past a size a CLI has no reason to reach.
 #
-# Node binaries: DK_NODE20 / DK_NODE24 (paths to `node`), else the `node` on PATH or /opt/node24
+# Node binaries: DK_NODE20 / DK_NODE24 (paths to `node`), else the `node` on PATH, /opt/node24 or
 # /usr/bin/node when its major matches, else `npm i node@<major>` into ${DK_NODE_CACHE:-/tmp/dk-node-cache}
 # (as .ci/run does for Node 24). Uses dist/ as committed: run `npm run build` first when src/ changed.
 set -euo pipefail
