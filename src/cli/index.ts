@@ -43,6 +43,17 @@ const commands: Record<string, Command> = {
   lock: lockCommand,
 };
 
+/** Flags taken before any command. */
+export const TOP_LEVEL_FLAGS = ["--help", "--version"] as const;
+
+/** The CLI as data: the help text, docs/cli.md's test and the parser all read these tables. */
+export function cliDefinition(): {
+  commands: Readonly<Record<string, Command>>;
+  common: Record<string, FlagSpec>;
+} {
+  return { commands, common: COMMON };
+}
+
 /** Other modules may add commands (kept in one table so --help lists them all). */
 export function registerCommand(name: string, command: Command): void {
   commands[name] = command;
@@ -83,7 +94,8 @@ export function mainHelp(): string {
     "",
     ...EXIT_LINES,
     "",
-    "`deploy-kit <command> --help` for a command's flags. Docs: docs/cli.md.",
+    "`deploy-kit <command> --help` for a command's flags; `deploy-kit --version` for the version.",
+    "Docs: docs/cli.md.",
   ].join("\n");
 }
 
