@@ -3,6 +3,7 @@ import { input, readInputs, setOutputs } from "../core/inputs.js";
 import type { Log } from "../core/log.js";
 import type { ActionSpec } from "../core/run-action.js";
 import { writeSummary } from "../core/summary.js";
+import { announce, deployFacts } from "../deploy/announce.js";
 import { deployRelease } from "../deploy/release.js";
 import { hostSections } from "../deploy/summary.js";
 import { releaseSavedLock, withReleaseContext } from "./lock-state.js";
@@ -22,9 +23,10 @@ export const inputs = {
 async function main(log: Log): Promise<void> {
   const i = readInputs(inputs);
   const gitSha = i["git-sha"] ?? process.env.GITHUB_SHA;
-  const result = await withReleaseContext(i, log, (ctx, remotes) =>
-    deployRelease(remotes, { ...ctx, imageRef: i["image-ref"], gitSha, version: i.version }),
-  );
+  const { ctx, result } = await withReleaseContext(i, log, async (ctx, remotes) => ({
+    ctx,
+    result: await deployRelease(remotes, { ...ctx, imageRef: i["image-ref"], gitSha, version: i.version }),
+  }));
   setOutputs({
     "release-id": result.releaseId,
     "previous-release-id": result.previousReleaseId ?? "",
@@ -42,6 +44,7 @@ async function main(log: Log): Promise<void> {
       `Image \`${result.imageRef}\`${result.previousReleaseId ? `, previous release \`${result.previousReleaseId}\`` : ""}`,
     ]),
   );
+  await announce(ctx.config, log, deployFacts(ctx, i.environment, result, { gitSha, version: i.version }));
   if (result.error) throw result.error;
 }
 

@@ -3,6 +3,7 @@ import { input, readInputs, setOutputs } from "../core/inputs.js";
 import type { Log } from "../core/log.js";
 import type { ActionSpec } from "../core/run-action.js";
 import { writeSummary } from "../core/summary.js";
+import { announce, rollbackFacts } from "../deploy/announce.js";
 import { rollbackRelease } from "../deploy/release.js";
 import { hostSections } from "../deploy/summary.js";
 import { releaseSavedLock, withReleaseContext } from "./lock-state.js";
@@ -20,9 +21,10 @@ export const inputs = {
 
 async function main(log: Log): Promise<void> {
   const i = readInputs(inputs);
-  const result = await withReleaseContext(i, log, (ctx, remotes) =>
-    rollbackRelease(remotes, { ...ctx, to: i.to, restoreBackup: i["restore-backup"] }),
-  );
+  const { ctx, result } = await withReleaseContext(i, log, async (ctx, remotes) => ({
+    ctx,
+    result: await rollbackRelease(remotes, { ...ctx, to: i.to, restoreBackup: i["restore-backup"] }),
+  }));
   setOutputs({
     "release-id": result.releaseId,
     "target-release-id": result.targetReleaseId,
@@ -34,6 +36,7 @@ async function main(log: Log): Promise<void> {
       : `deploy-kit: ${i.environment} rolled back to ${result.targetReleaseId}`,
     hostSections(result.hosts, [`Image \`${result.imageRef}\`, ledger entry \`${result.releaseId}\``]),
   );
+  await announce(ctx.config, log, rollbackFacts(ctx, i.environment, result));
   if (result.error) throw result.error;
 }
 

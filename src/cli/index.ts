@@ -43,6 +43,17 @@ const commands: Record<string, Command> = {
   lock: lockCommand,
 };
 
+/** Flags taken before any command. */
+export const TOP_LEVEL_FLAGS = ["--help", "--version"] as const;
+
+/** The CLI as data: the help text, docs/cli.md's test and the parser all read these tables. */
+export function cliDefinition(): {
+  commands: Readonly<Record<string, Command>>;
+  common: Record<string, FlagSpec>;
+} {
+  return { commands, common: COMMON };
+}
+
 /** Other modules may add commands (kept in one table so --help lists them all). */
 export function registerCommand(name: string, command: Command): void {
   commands[name] = command;
@@ -83,7 +94,8 @@ export function mainHelp(): string {
     "",
     ...EXIT_LINES,
     "",
-    "`deploy-kit <command> --help` for a command's flags. Docs: docs/cli.md.",
+    "`deploy-kit <command> --help` for a command's flags; `deploy-kit --version` for the version.",
+    "Docs: docs/cli.md.",
   ].join("\n");
 }
 
@@ -111,7 +123,11 @@ const defaultIO = (): CliIO => ({
   env: process.env,
 });
 
-export async function cli(argv: string[], io: CliIO = defaultIO()): Promise<number> {
+/**
+ * `version` is the installed package's, read from its package.json by the bin stub
+ * (dist/cli/index.js), so a release bumps one file and the bundle stays the build of src/.
+ */
+export async function cli(argv: string[], io: CliIO = defaultIO(), version = "unknown"): Promise<number> {
   const [name, ...rest] = argv;
   if (!name || name === "--help" || name === "-h" || name === "help") {
     if (name === "help" && rest[0] && commands[rest[0]]) {
@@ -122,7 +138,7 @@ export async function cli(argv: string[], io: CliIO = defaultIO()): Promise<numb
     return name ? EXIT.ok : EXIT.usage;
   }
   if (name === "--version") {
-    io.stdout("deploy-kit 0.1.0\n");
+    io.stdout(`deploy-kit ${version}\n`);
     return EXIT.ok;
   }
   const command = commands[name];

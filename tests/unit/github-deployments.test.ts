@@ -3,7 +3,7 @@ import type { AddressInfo } from "node:net";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { MemoryLog } from "../../src/core/log.js";
 import { forgetSecrets } from "../../src/core/secrets.js";
-import { createDeployment, findJobDeployment, reportDeploymentStatus } from "../../src/github/deployments.js";
+import { findJobDeployment, reportDeploymentStatus } from "../../src/github/deployments.js";
 
 const TOKEN = "ghs_FakeInstallationToken0123456789abcdef";
 const SHA = "0123456789abcdef0123456789abcdef01234567";
@@ -262,45 +262,5 @@ describe("reportDeploymentStatus", () => {
         else process.env[k] = saved[k];
       }
     }
-  });
-});
-
-describe("createDeployment (the CLI, only when asked)", () => {
-  it("creates one deployment without status checks or auto-merge, then statuses go to it", async () => {
-    const log = new MemoryLog();
-    const id = await createDeployment(
-      {
-        ...target(),
-        ref: SHA,
-        environment: "staging",
-        description: "deploy-kit CLI",
-        payload: { release: "r-9" },
-      },
-      log,
-    );
-    expect(id).toBe(100);
-    const post = api.requests.find((r) => r.method === "POST")!;
-    expect(post.path).toBe("/repos/acme/shop/deployments");
-    expect(post.body).toEqual({
-      ref: SHA,
-      environment: "staging",
-      auto_merge: false,
-      required_contexts: [],
-      description: "deploy-kit CLI",
-      payload: { release: "r-9" },
-    });
-    await reportDeploymentStatus(
-      { ...target(), environment: "staging", state: "success", deploymentId: id },
-      log,
-    );
-    expect(api.deployments[0]!.statuses.map((s) => s.state)).toEqual(["success"]);
-    expect(log.text()).not.toContain(TOKEN);
-  });
-
-  it("warns and returns undefined when GitHub refuses", async () => {
-    api.refuseWith = 404;
-    const log = new MemoryLog();
-    expect(await createDeployment({ ...target(), ref: "main", environment: "staging" }, log)).toBeUndefined();
-    expect(log.text()).toMatch(/warning: Could not create a GitHub deployment for "staging": HTTP 404/);
   });
 });

@@ -132,6 +132,30 @@ describe("notify", () => {
     });
   });
 
+  it.each([
+    ["success", "shop ROLLED BACK on production to 20261121-090000-aaaa", ":rewind:", 0xbf8700],
+    ["failure", "shop rollback FAILED on production", ":x:", 0xd1242f],
+  ] as const)(
+    "a rollback (%s) has its own headline, and names the release put back",
+    async (outcome, title, icon, color) => {
+      await notify(
+        { ...facts, event: "rollback", outcome, target: "20261121-090000-aaaa", notify: NOTIFY, env: env() },
+        new MemoryLog(),
+      );
+      const slack = received.find((r) => r.path === SLACK)!.body;
+      expect(slack.text).toBe(title);
+      expect(JSON.stringify(slack.blocks)).toContain(icon);
+      expect(JSON.stringify(slack.blocks)).toContain("*Back to:* 20261121-090000-aaaa");
+      const discord = received.find((r) => r.path === DISCORD)!.body as { embeds: { color: number }[] };
+      expect(discord.embeds[0]!.color).toBe(color);
+      expect(received.find((r) => r.path === HOOK)!.body).toMatchObject({
+        event: "rollback",
+        outcome,
+        target: "20261121-090000-aaaa",
+      });
+    },
+  );
+
   it("takes the actor and run URL from the runner when the caller gives none", async () => {
     const runnerEnv = {
       GITHUB_ACTOR: "hubot",

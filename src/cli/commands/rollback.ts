@@ -1,4 +1,5 @@
 import { describeError } from "../../core/errors.js";
+import { announce, rollbackFacts } from "../../deploy/announce.js";
 import { withLockedEnvironment } from "../../deploy/operation.js";
 import { rollbackRelease } from "../../deploy/release.js";
 import { hostSections } from "../../deploy/summary.js";
@@ -33,22 +34,30 @@ export const rollbackCommand: Command = {
     const secrets = sshSecrets(ctx);
     const configFile = ctx.configFile();
     const registry = registryCredentials(ctx);
-    const result = await withInterruptRelease(ctx, { configFile, environment, secrets }, (state) =>
-      withLockedEnvironment(
-        { configFile, environment, secrets, log: ctx.log, state },
-        ({ config, env, compose, remotes }) =>
-          rollbackRelease(remotes, {
+    const who = actor();
+    const { config, env, result } = await withInterruptRelease(
+      ctx,
+      { configFile, environment, secrets },
+      (state) =>
+        withLockedEnvironment(
+          { configFile, environment, secrets, log: ctx.log, state },
+          async ({ config, env, compose, remotes }) => ({
             config,
             env,
-            compose,
-            registry,
-            actor: actor(),
-            log: ctx.log,
-            to: ctx.string("to"),
-            restoreBackup: ctx.bool("restore-backup"),
+            result: await rollbackRelease(remotes, {
+              config,
+              env,
+              compose,
+              registry,
+              actor: who,
+              log: ctx.log,
+              to: ctx.string("to"),
+              restoreBackup: ctx.bool("restore-backup"),
+            }),
           }),
-      ),
+        ),
     );
+    await announce(config, ctx.log, rollbackFacts({ env, actor: who }, environment, result));
     if (result.error) ctx.log.error(describeError(result.error));
     ctx.emit(
       {
