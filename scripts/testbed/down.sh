@@ -37,6 +37,7 @@ for d in "$S"/hosts/*/; do
   stop_node "$(host_netns "$i")" "${d%/}" &
 done
 if [[ -d $S/local/node ]]; then stop_node "$LOCAL_NODE" "$S/local/node" & fi
+if [[ -d $BASTIONED_DIR || -e /run/netns/$BASTIONED_NODE ]]; then stop_node "$BASTIONED_NODE" "$BASTIONED_DIR" & fi
 wait
 # Namespaces whose state directory is already gone (a crashed run): still ours by name.
 for ns in /run/netns/dk-h*; do
@@ -63,13 +64,14 @@ fi
 # Network.
 iptables -D FORWARD -i "$BRIDGE" -o "$BRIDGE" -j ACCEPT 2>/dev/null || true
 ip link del "$BRIDGE" 2>/dev/null || true
+ip route del unreachable "$BASTION_NET.0/24" 2>/dev/null || true
 if mounted_at "$S/ns"; then
   unmount_under "$S/ns"
   umount "$S/ns" 2>/dev/null || umount -l "$S/ns"
 fi
 
 # Runtime state.
-for p in hosts pg registry run ns local/node; do
+for p in hosts bastioned pg registry run ns local/node; do
   unmount_under "$S/$p"
   rm -rf "${S:?}/$p"
 done

@@ -43,6 +43,12 @@ debian_mirror() {
 
 # The testbed's own engine, used only when an existing /var/run/docker.sock does not trust the
 # testbed registries (see up.sh): it lives in its own namespaces at this address.
+# The host behind a bastion: its own network behind h1 (BASTION_GW is h1's side of the link).
+BASTION_NET=10.201.0
+BASTION_GW=$BASTION_NET.1
+BASTIONED_NODE=dk-hb
+BASTIONED_ADDRESS=$BASTION_NET.2
+BASTIONED_DIR=$S/bastioned
 LOCAL_NODE=dk-local
 LOCAL_NODE_ADDRESS=$NET_PREFIX.254
 MAX_HOSTS=200

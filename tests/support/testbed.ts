@@ -55,6 +55,8 @@ export interface Testbed {
   /** loopback: the same storage on 127.0.0.1, where the engine's own BuildKit reaches plain HTTP. */
   registry: { plain: string; auth: string; loopback: string; username: string; password: string };
   hosts: TestbedHost[];
+  /** A host on a network of its own behind h1: reachable only through h1's sshd (ssh.jump). */
+  behindBastion: TestbedHost & { jump: string };
   deployKeyPath: string;
   knownHostsPath: string;
   postgres: {
