@@ -26,6 +26,7 @@ REGISTRY_LOOPBACK=127.0.0.1:5002
 REGISTRY_USER=dk
 PG_PORT=55432
 NGINX_PORT=8088
+NGINX_SWITCH_PORT=8089
 BASE_IMAGE=deploy-kit/debian:bookworm
 # Bump when the base image recipe changes: the cached tar is keyed by it.
 BASE_RECIPE=v1

@@ -627,6 +627,14 @@ NGINX_UPSTREAM=/srv/proxy/upstream.conf
 NGINX_CMD="/usr/sbin/nginx -p $NG/ -c $NGINX_CONF -e $NG/error.log"
 NGINX_RELOAD="$NGINX_CMD -s reload"
 mkdir -p "$NG/temp" "$H1/srv/proxy"
+# blue-green `switch: file`: the include deploy-kit writes names both colours; until then, 8080.
+NGINX_SWITCH_FILE=/srv/proxy/switch.conf
+if [[ ! -e $H1/srv/proxy/switch.conf ]]; then
+  cat >"$H1/srv/proxy/switch.conf" <<EOF
+# The include of the server on :$NGINX_SWITCH_PORT (blue-green switch: file); deploy-kit rewrites it.
+set \$app_upstream 127.0.0.1:8080;
+EOF
+fi
 if [[ ! -e $H1/srv/proxy/upstream.conf ]]; then
   cat >"$H1/srv/proxy/upstream.conf" <<EOF
 # The upstream nginx on this host proxies to; rewrite and reload (as deploy) to switch.
@@ -660,6 +668,16 @@ http {
             proxy_next_upstream error timeout;
             proxy_set_header Host \$host;
             proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+        }
+    }
+    # blue-green with switch: file: the live colour is read per request, never by a reload.
+    server {
+        listen $(host_address 1):$NGINX_SWITCH_PORT;
+        location / {
+            include $NGINX_SWITCH_FILE;
+            proxy_pass http://\$app_upstream;
+            proxy_connect_timeout 2s;
+            proxy_set_header Host \$host;
         }
     }
 }
@@ -819,6 +837,7 @@ PG_URL="postgres://app:app@$GATEWAY:$PG_PORT/app"
   echo "  \"deployKeyPath\": \"$DEPLOY_KEY\","
   echo "  \"knownHostsPath\": \"$KNOWN_HOSTS\","
   echo "  \"postgres\": { \"host\": \"$GATEWAY\", \"port\": $PG_PORT, \"database\": \"app\", \"user\": \"app\", \"password\": \"app\", \"url\": \"$PG_URL\", \"adminUrl\": \"postgres://postgres@127.0.0.1:$PG_PORT/postgres\", \"socketDir\": \"$PG/sock\" },"
+  echo "  \"nginxFileSwitch\": { \"url\": \"http://$(host_address 1):$NGINX_SWITCH_PORT\", \"includeFile\": \"$NGINX_SWITCH_FILE\", \"includeFileOnMachine\": \"$H1/srv/proxy/switch.conf\", \"upstreamName\": \"app\" },"
   echo "  \"nginx\": { \"host\": \"h1\", \"url\": \"http://$(host_address 1):$NGINX_PORT\", \"confPath\": \"$NGINX_CONF\", \"reloadCommand\": \"$NGINX_RELOAD\", \"upstreamFile\": \"$NGINX_UPSTREAM\", \"upstreamFileOnMachine\": \"$H1/srv/proxy/upstream.conf\", \"user\": \"deploy\" },"
   echo "  \"arm64Busybox\": \"$ARM64_BUSYBOX\","
   echo "  \"baseImage\": \"$BASE_IMAGE\""

@@ -52,6 +52,68 @@ export function readUpstreamScript(file: string): string {
   return script(sh`if [ -f ${file} ]; then cat ${file}; fi`);
 }
 
+/** switch: file. The marker whose existence makes nginx send requests to green. */
+export const greenMarker = (file: string) => `${file}.green`;
+
+/** The nginx variable the include sets: $<upstream-name>_upstream ('-' is not allowed there). */
+export const upstreamVariable = (name: string) => `${name.replaceAll("-", "_")}_upstream`;
+
+/**
+ * switch: file. The include (in the user's `location`, before `proxy_pass http://$<variable>;`)
+ * names both colours; which one serves is read per request from the marker file, so switching is
+ * creating or removing it: no reload, no connection closed. It changes only with the ports.
+ */
+export function nginxColorSwitch(o: {
+  app: string;
+  name: string;
+  file: string;
+  address: string;
+  ports: Record<Color, number>;
+}): string {
+  const v = upstreamVariable(o.name);
+  return [
+    `# deploy-kit: app=${o.app} switch=file blue=${o.address}:${o.ports.blue} green=${o.address}:${o.ports.green}`,
+    `# Include in the proxied location, then: proxy_pass http://$${v};`,
+    `# Green serves while ${greenMarker(o.file)} exists; deploy-kit switches by creating or removing it.`,
+    `set $${v} ${o.address}:${o.ports.blue};`,
+    `if (-f ${greenMarker(o.file)}) {`,
+    `    set $${v} ${o.address}:${o.ports.green};`,
+    "}",
+    "",
+  ].join("\n");
+}
+
+/**
+ * switch: file. Write the include when its content changed (then test and reload once, the
+ * previous file put back on failure, as switchUpstreamScript), then point the marker at `color`
+ * atomically. Prints `reloaded` when it had to reload.
+ */
+export function switchMarkerScript(o: {
+  file: string;
+  content: string;
+  color: Color;
+  reloadCommand: string;
+  testCommand?: string;
+}): string {
+  const marker = greenMarker(o.file);
+  return script(
+    sh`if ! [ -f ${o.file} ] || [ "$(cat ${o.file})" != ${o.content.trimEnd()} ]; then`,
+    // Not indented: the content is a quoted multi-line word.
+    switchUpstreamScript(o),
+    "echo reloaded",
+    "fi",
+    o.color === "green" ? sh`: > ${`${marker}.dk-new`}` : sh`rm -f ${marker}`,
+    o.color === "green" ? sh`mv -f ${`${marker}.dk-new`} ${marker}` : undefined,
+  );
+}
+
+/** switch: file. Prints the colour the marker selects, or nothing when the include is not there. */
+export function readMarkerScript(file: string): string {
+  return script(
+    sh`if [ -f ${file} ]; then if [ -f ${greenMarker(file)} ]; then echo green; else echo blue; fi; fi`,
+  );
+}
+
 /**
  * Point the proxy at a color: write the upstream file beside the old one and rename it into place
  * (nginx never reads half a file), test the config when a test command is given, reload. If the

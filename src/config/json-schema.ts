@@ -30,6 +30,8 @@ const DESCRIPTIONS: Record<string, string> = {
   "*.strategy":
     "recreate (compose up in place) or blue-green (a second color behind a proxy, zero downtime).",
   "*.blue-green": "Blue-green settings: ports per color, the proxy's upstream file and reload command.",
+  "*.blue-green.proxy.switch":
+    "reload (default): rewrite the upstream file and reload nginx on every switch (a reload closes idle keep-alive connections). file: the include names both colours and nginx reads the live one per request from <upstream-file>.green; a switch needs no reload and drops no connection. Include the file in the proxied location and proxy_pass http://$<upstream-name>_upstream;",
   "*.parallel": 'Hosts deployed at once: a number or a percentage like "50%". Fail-fast.',
   "*.health": "Health gate: the new containers must be running and healthy within timeout.",
   "*.lock":

@@ -126,6 +126,10 @@ const blueGreen = z.strictObject({
     // The user's own commands (like migrate.command), run on the host in a `set -eu` script.
     "test-command": z.string().min(1).refine(noNewline, "one line").optional(),
     "reload-command": z.string().min(1).refine(noNewline, "one line").default("nginx -s reload"),
+    // reload: rewrite the upstream and reload nginx on every switch. file: the include names both
+    // colours and nginx reads the live one from a marker file per request, so a switch needs no
+    // reload, and no keep-alive connection is closed by one.
+    switch: z.enum(["reload", "file"]).default("reload"),
     "verify-url": z.url({ protocol: /^https?$/ }),
     "verify-timeout": duration("10s"),
   }),

@@ -17,11 +17,14 @@ import {
   type Color,
   colorOverride,
   colorProject,
+  nginxColorSwitch,
   nginxUpstream,
   otherColor,
   parseUpstream,
+  readMarkerScript,
   readUpstreamScript,
   stopColorScript,
+  switchMarkerScript,
   switchUpstreamScript,
 } from "../commands/proxy.js";
 import { activateReleaseScript, statePaths } from "../commands/release.js";
@@ -95,15 +98,32 @@ export async function liveColor(
   app: string,
   bg: BlueGreen,
 ): Promise<{ color: Color; release: string } | undefined> {
+  const lastGood = (color?: Color) =>
+    host.ledger.findLast(
+      (e) =>
+        (e.kind === "deploy" || e.kind === "rollback") &&
+        e.status === "succeeded" &&
+        e.color &&
+        (!color || e.color === color),
+    );
+  if (bg.proxy.switch === "file") {
+    // The marker is the truth nginx acts on; the ledger says which release that colour runs.
+    const res = await host.remote.run({
+      what: "read which colour the proxy's marker selects",
+      script: readMarkerScript(bg.proxy["upstream-file"]),
+    });
+    const color = res.stdout.trim() as Color | "";
+    const last = lastGood(color || undefined);
+    if (color && last) return { color, release: last.id };
+    return last ? { color: last.color!, release: last.id } : undefined;
+  }
   const res = await host.remote.run({
     what: "read the proxy's upstream file",
     script: readUpstreamScript(bg.proxy["upstream-file"]),
   });
   const marked = parseUpstream(res.stdout, app);
   if (marked) return { color: marked.color, release: marked.release };
-  const last = host.ledger.findLast(
-    (e) => (e.kind === "deploy" || e.kind === "rollback") && e.status === "succeeded" && e.color,
-  );
+  const last = lastGood();
   return last ? { color: last.color!, release: last.id } : undefined;
 }
 
@@ -127,6 +147,31 @@ async function switchProxy(
   bg: BlueGreen,
   to: { color: Color; release: string },
 ): Promise<void> {
+  if (bg.proxy.switch === "file") {
+    const res = await host.remote.run({
+      what: `switch the proxy to ${to.color} (marker file)`,
+      script: switchMarkerScript({
+        file: bg.proxy["upstream-file"],
+        content: nginxColorSwitch({
+          app: ctx.config.app,
+          name: bg.proxy["upstream-name"] ?? ctx.config.app,
+          file: bg.proxy["upstream-file"],
+          address: bg["bind-address"],
+          ports: bg.ports,
+        }),
+        color: to.color,
+        reloadCommand: bg.proxy["reload-command"],
+        testCommand: bg.proxy["test-command"],
+      }),
+      timeoutMs: 60_000,
+      hint: "The proxy's test or reload command failed when the include was written; it was put back. Check blue-green.proxy (reload-command, test-command) and that the deploy user may run them.",
+    });
+    if (res.stdout.includes("reloaded"))
+      ctx.log.info(
+        `${host.remote.alias}: the proxy's include ${bg.proxy["upstream-file"]} changed: reloaded once`,
+      );
+    return;
+  }
   const content = nginxUpstream(bg.proxy["upstream-name"] ?? ctx.config.app, {
     app: ctx.config.app,
     color: to.color,
@@ -325,7 +370,7 @@ export async function releaseOnIdleColor(
     if (bg["keep-warm"]) {
       ctx.log.info(`${alias}: ${live.color} stays running (keep-warm) for an instant rollback`);
     } else {
-      // nginx finishes the old workers' requests after the reload; give them the drain period.
+      // Requests already sent to the old colour finish: give them the drain period.
       if (bg.drain > 0) await sleep(bg.drain);
       await stopColor(host, ctx, live.color);
     }

@@ -2,7 +2,7 @@
 // Isolation: app t7-bg, path /srv/t7-bg, color ports 18701 (blue) / 18702 (green); this suite is
 // the only user of h1's nginx and puts its upstream file back afterwards.
 
-import { mkdtempSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import http from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -16,6 +16,7 @@ import {
   hostExec,
   remoteDocker,
   resetHost,
+  run,
   type Testbed,
   type TestbedHost,
   writeOperatorEnv,
@@ -23,11 +24,16 @@ import {
 
 const APP = "t7-bg";
 const PORTS = { blue: 18701, green: 18702 };
+// switch: file, behind the testbed nginx's second server (it includes the file deploy-kit writes).
+const APP_FILE = "t7-bgf";
+const PORTS_FILE = { blue: 18703, green: 18704 };
 
 let tb: Testbed;
 let h1: TestbedHost;
 let workspace: string;
 let originalUpstream: string;
+let originalSwitchInclude: string;
+let fileWorkspace: string;
 let images: { v1: string; v2: string; v3: string };
 let sshKey: string;
 let knownHosts: string;
@@ -44,40 +50,49 @@ const COMPOSE = `services:
       retries: 2
 `;
 
-function config(): string {
+function config(fileSwitch = false): string {
+  const app = fileSwitch ? APP_FILE : APP;
+  const ports = fileSwitch ? PORTS_FILE : PORTS;
+  const proxy = fileSwitch
+    ? `        switch: file
+        upstream-file: ${tb.nginxFileSwitch.includeFile}
+        upstream-name: ${tb.nginxFileSwitch.upstreamName}
+        reload-command: ${tb.nginx.reloadCommand}
+        verify-url: ${tb.nginxFileSwitch.url}/health`
+    : `        upstream-file: ${tb.nginx.upstreamFile}
+        upstream-name: app
+        reload-command: ${tb.nginx.reloadCommand}
+        verify-url: ${tb.nginx.url}/health`;
   return `version: 1
-app: ${APP}
+app: ${app}
 image: { name: ${tb.registry.plain}/t7-app }
 environments:
   e2e:
     hosts: [{ host: ${h1.address}, alias: h1 }]
-    path: /srv/${APP}
+    path: /srv/${app}
     compose: { file: compose.yml, service: api }
     strategy: blue-green
     blue-green:
       container-port: 8080
-      ports: { blue: ${PORTS.blue}, green: ${PORTS.green} }
+      ports: { blue: ${ports.blue}, green: ${ports.green} }
       drain: 2s
       proxy:
-        upstream-file: ${tb.nginx.upstreamFile}
-        upstream-name: app
-        reload-command: ${tb.nginx.reloadCommand}
-        verify-url: ${tb.nginx.url}/health
+${proxy}
     health: { timeout: 30s, interval: 500ms }
     lock: { wait: 3s }
     rollback: { on-failure: true, keep-releases: 3 }
 `;
 }
 
-const ledger = (): LedgerEntry[] =>
-  readFileSync(join(h1.srvDir, APP, ".deploy-kit/releases.jsonl"), "utf8")
+const ledger = (app = APP): LedgerEntry[] =>
+  readFileSync(join(h1.srvDir, app, ".deploy-kit/releases.jsonl"), "utf8")
     .split("\n")
     .filter(Boolean)
     .map((l) => JSON.parse(l) as LedgerEntry);
 
-async function action(name: "deploy-ssh" | "rollback", inputs: Record<string, string>) {
+async function action(name: "deploy-ssh" | "rollback", inputs: Record<string, string>, cwd = workspace) {
   return runBundled(name, {
-    cwd: workspace,
+    cwd,
     inputs: {
       config: "deploy-kit.yml",
       environment: "e2e",
@@ -90,8 +105,8 @@ async function action(name: "deploy-ssh" | "rollback", inputs: Record<string, st
   });
 }
 
-async function viaProxy(): Promise<{ status: number; version?: string }> {
-  const res = await fetch(`${tb.nginx.url}/health`, { signal: AbortSignal.timeout(3000) });
+async function viaProxy(base = tb.nginx.url): Promise<{ status: number; version?: string }> {
+  const res = await fetch(`${base}/health`, { signal: AbortSignal.timeout(3000) });
   const body = await res.text();
   try {
     return { status: res.status, version: (JSON.parse(body) as { version: string }).version };
@@ -100,11 +115,11 @@ async function viaProxy(): Promise<{ status: number; version?: string }> {
   }
 }
 
-async function runningProjects(): Promise<string[]> {
+async function runningProjects(app = APP): Promise<string[]> {
   const r = await remoteDocker(h1, ["ps", "--format", '{{.Label "com.docker.compose.project"}}']);
   return r.stdout
     .split("\n")
-    .filter((p) => p.startsWith(APP))
+    .filter((p) => p === app || p.startsWith(`${app}-`))
     .sort();
 }
 
@@ -118,9 +133,10 @@ async function runningProjects(): Promise<string[]> {
  */
 async function underLoad<T>(
   during: () => Promise<T>,
+  opts: { base?: string; retry?: boolean } = {},
 ): Promise<{ value: T; total: number; failed: number; retried: number }> {
   const agent = new http.Agent({ keepAlive: true, maxSockets: 10 });
-  const url = new URL(`${tb.nginx.url}/health`);
+  const url = new URL(`${opts.base ?? tb.nginx.url}/health`);
   let total = 0;
   let failed = 0;
   let retried = 0;
@@ -147,7 +163,7 @@ async function underLoad<T>(
   const one = async () => {
     total++;
     let r = await once();
-    if (!r.ok && r.staleSocket) {
+    if (!r.ok && r.staleSocket && opts.retry !== false) {
       retried++;
       r = await once(true);
     }
@@ -188,11 +204,17 @@ beforeAll(async () => {
   sshKey = readFileSync(tb.deployKeyPath, "utf8");
   knownHosts = readFileSync(tb.knownHostsPath, "utf8");
   originalUpstream = readFileSync(tb.nginx.upstreamFileOnMachine, "utf8");
-  await resetHost(h1, APP);
-  await writeOperatorEnv(h1, `/srv/${APP}/.env`, "APP_ENV=e2e\n");
+  originalSwitchInclude = readFileSync(tb.nginxFileSwitch.includeFileOnMachine, "utf8");
+  for (const app of [APP, APP_FILE]) {
+    await resetHost(h1, app);
+    await writeOperatorEnv(h1, `/srv/${app}/.env`, "APP_ENV=e2e\n");
+  }
   workspace = mkdtempSync(join(tmpdir(), "t7-ws-"));
   writeFileSync(join(workspace, "deploy-kit.yml"), config());
   writeFileSync(join(workspace, "compose.yml"), COMPOSE);
+  fileWorkspace = mkdtempSync(join(tmpdir(), "t7-wsf-"));
+  writeFileSync(join(fileWorkspace, "deploy-kit.yml"), config(true));
+  writeFileSync(join(fileWorkspace, "compose.yml"), COMPOSE);
   const build = async (version: string, mode: "ok" | "crash") =>
     (await buildExampleImage({ repository: "t7-app", version, mode, tag: `t7-${version}-${mode}` })).ref;
   images = { v1: await build("v1", "ok"), v2: await build("v2", "ok"), v3: await build("v3", "crash") };
@@ -201,8 +223,11 @@ beforeAll(async () => {
 afterAll(async () => {
   if (!h1) return;
   await resetHost(h1, APP);
+  await resetHost(h1, APP_FILE);
   // Leave h1's nginx as the testbed made it.
   writeFileSync(tb.nginx.upstreamFileOnMachine, originalUpstream);
+  writeFileSync(tb.nginxFileSwitch.includeFileOnMachine, originalSwitchInclude);
+  rmSync(`${tb.nginxFileSwitch.includeFileOnMachine}.green`, { force: true });
   await hostExec(h1, ["sh", "-c", tb.nginx.reloadCommand], { user: "deploy", check: false });
 });
 
@@ -276,4 +301,57 @@ describe(`strategy: blue-green behind nginx on h1 (compose ${HOSTS_COMPOSE})`, (
       writeFileSync(join(workspace, "deploy-kit.yml"), config());
     }
   });
+});
+
+describe(`blue-green with switch: file: no reload, no connection closed (compose ${HOSTS_COMPOSE})`, () => {
+  const base = () => tb.nginxFileSwitch.url;
+  const marker = () => `${tb.nginxFileSwitch.includeFileOnMachine}.green`;
+  const deploy = (image: string) => action("deploy-ssh", { "image-ref": image }, fileWorkspace);
+
+  test("the first release writes the include (one reload) and serves blue", async () => {
+    const r = await deploy(images.v1);
+    expect(r.exitCode, r.stdout + r.stderr).toBe(0);
+    expect(r.stdout).toContain("changed: reloaded once");
+    expect(readFileSync(tb.nginxFileSwitch.includeFileOnMachine, "utf8")).toContain(
+      `set $app_upstream 127.0.0.1:${PORTS_FILE.blue};`,
+    );
+    expect(existsSync(marker())).toBe(false);
+    expect(await viaProxy(base())).toEqual({ status: 200, version: "v1" });
+  });
+
+  // Keep-alive clients that never retry: every request counts, and nginx is never reloaded, so
+  // no idle connection is closed under them (the reload mode above allows the one retry HTTP
+  // permits for that case).
+  test.each([
+    ["a deploy of v2 moves traffic to green", "deploy", "v2", "green"],
+    ["a rollback to v1 moves it back to blue", "rollback", "v1", "blue"],
+  ] as const)(
+    "%s under 200 requests/s: no request fails, none retried, no reload",
+    async (_n, kind, version, color) => {
+      // A reload replaces nginx's workers: the same worker processes after the switch mean none.
+      const workers = async () => {
+        const master = readFileSync(join(tb.stateDir, "hosts/1/nginx/nginx.pid"), "utf8").trim();
+        return (await run("ps", ["--ppid", master, "-o", "pid="])).stdout.trim().split(/\s+/).sort();
+      };
+      const before = await workers();
+      const {
+        value: r,
+        total,
+        failed,
+        retried,
+      } = await underLoad(
+        () => (kind === "deploy" ? deploy(images.v2) : action("rollback", { to: images.v1 }, fileWorkspace)),
+        { base: base(), retry: false },
+      );
+      expect(r.exitCode, r.stdout + r.stderr).toBe(0);
+      expect(total).toBeGreaterThan(200);
+      expect({ failed, retried }, `${failed} of ${total} failed`).toEqual({ failed: 0, retried: 0 });
+      expect(r.stdout).not.toContain("reloaded once");
+      expect(await workers()).toEqual(before);
+      expect(existsSync(marker())).toBe(color === "green");
+      expect(await viaProxy(base())).toEqual({ status: 200, version });
+      expect(ledger(APP_FILE).at(-1)).toMatchObject({ status: "succeeded", color });
+      expect(await runningProjects(APP_FILE)).toEqual([`${APP_FILE}-${color}`]);
+    },
+  );
 });

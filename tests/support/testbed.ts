@@ -69,6 +69,8 @@ export interface Testbed {
     adminUrl: string;
     socketDir: string;
   };
+  /** h1's second nginx server, for blue-green `switch: file`: it includes `includeFile`. */
+  nginxFileSwitch: { url: string; includeFile: string; includeFileOnMachine: string; upstreamName: string };
   nginx: {
     host: string;
     url: string;

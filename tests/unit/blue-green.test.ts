@@ -54,6 +54,7 @@ describe("blue-green in deploy-kit.yml", () => {
         type: "nginx",
         "upstream-file": "/etc/nginx/conf.d/shop-upstream.conf",
         "reload-command": "sudo systemctl reload nginx",
+        switch: "reload",
         "verify-url": "http://127.0.0.1/health",
         "verify-timeout": 1000,
       },

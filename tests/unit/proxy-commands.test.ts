@@ -6,10 +6,14 @@ import { describe, expect, test } from "vitest";
 import {
   colorOverride,
   colorProject,
+  greenMarker,
+  nginxColorSwitch,
   nginxUpstream,
   otherColor,
   parseUpstream,
+  readMarkerScript,
   stopColorScript,
+  switchMarkerScript,
   switchUpstreamScript,
 } from "../../src/commands/proxy.js";
 
@@ -134,5 +138,66 @@ describe("switchUpstreamScript through a real shell", () => {
     const r = sh(switchUpstreamScript({ file, content: "x\n", reloadCommand: "exit 9" }));
     expect(r.status).toBe(9);
     expect(existsSync(file)).toBe(false);
+  });
+});
+
+describe("switch: file (no reload per switch)", () => {
+  const include = (file: string) =>
+    nginxColorSwitch({
+      app: "shop",
+      name: "shop-web",
+      file,
+      address: "127.0.0.1",
+      ports: { blue: 18701, green: 18702 },
+    });
+
+  test("the include names both colours and reads the live one from the marker per request", () => {
+    expect(include("/srv/proxy/shop.conf")).toBe(
+      [
+        "# deploy-kit: app=shop switch=file blue=127.0.0.1:18701 green=127.0.0.1:18702",
+        "# Include in the proxied location, then: proxy_pass http://$shop_web_upstream;",
+        "# Green serves while /srv/proxy/shop.conf.green exists; deploy-kit switches by creating or removing it.",
+        "set $shop_web_upstream 127.0.0.1:18701;",
+        "if (-f /srv/proxy/shop.conf.green) {",
+        "    set $shop_web_upstream 127.0.0.1:18702;",
+        "}",
+        "",
+      ].join("\n"),
+    );
+  });
+
+  test("reloads only when the include changes; a switch only moves the marker (real sh)", () => {
+    const dir = mkdtempSync(join(tmpdir(), "dk-marker-"));
+    const file = join(dir, "shop.conf");
+    const reloads = join(dir, "reloads");
+    const run = (color: "blue" | "green", reloadCommand = `echo x >> ${reloads}`) =>
+      sh(switchMarkerScript({ file, content: include(file), color, reloadCommand }));
+    const live = () => sh(readMarkerScript(file)).stdout.trim();
+    expect(live()).toBe(""); // no include yet: nothing says which colour serves
+
+    let r = run("blue");
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toContain("reloaded");
+    expect(readFileSync(file, "utf8")).toBe(include(file));
+    expect(live()).toBe("blue");
+
+    r = run("green");
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).not.toContain("reloaded");
+    expect(existsSync(greenMarker(file))).toBe(true);
+    expect(live()).toBe("green");
+
+    r = run("blue");
+    expect(r.status).toBe(0);
+    expect(existsSync(greenMarker(file))).toBe(false);
+    expect(live()).toBe("blue");
+    expect(readFileSync(reloads, "utf8")).toBe("x\n"); // one reload, for the first include
+
+    // A failing reload when the include must change: the old include is back, the marker untouched.
+    writeFileSync(file, "# an older include\n");
+    r = run("green", "exit 7");
+    expect(r.status).toBe(7);
+    expect(readFileSync(file, "utf8")).toBe("# an older include\n");
+    expect(existsSync(greenMarker(file))).toBe(false);
   });
 });
