@@ -133,13 +133,7 @@ export const SSH_ALGORITHMS = {
     "rsa-sha2-512",
     "rsa-sha2-256",
   ],
-  cipher: [
-    "aes128-gcm@openssh.com",
-    "aes256-gcm@openssh.com",
-    "aes128-ctr",
-    "aes192-ctr",
-    "aes256-ctr",
-  ],
+  cipher: ["aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "aes128-ctr", "aes192-ctr", "aes256-ctr"],
   hmac: ["hmac-sha2-256-etm@openssh.com", "hmac-sha2-512-etm@openssh.com", "hmac-sha2-256", "hmac-sha2-512"],
 } as const satisfies Record<string, readonly string[]>;
 
@@ -151,7 +145,10 @@ export function connectAlgorithms(pinned: PinnedKeys): ssh2.Algorithms {
     kex: [...SSH_ALGORITHMS.kex],
     cipher: [...SSH_ALGORITHMS.cipher],
     hmac: [...SSH_ALGORITHMS.hmac],
-    serverHostKey: [...preferred, ...allowed.filter((a) => !preferred.includes(a))] as ssh2.ServerHostKeyAlgorithm[],
+    serverHostKey: [
+      ...preferred,
+      ...allowed.filter((a) => !preferred.includes(a)),
+    ] as ssh2.ServerHostKeyAlgorithm[],
   };
 }
 
@@ -165,7 +162,8 @@ export function loginShellCommand(script: string): string {
   let encoded = "";
   for (const byte of Buffer.from(script, "utf8")) {
     const c = String.fromCharCode(byte);
-    encoded += byte >= 0x20 && byte < 0x7f && !`'"\\$\`!%`.includes(c) ? c : `\\${byte.toString(8).padStart(3, "0")}`;
+    encoded +=
+      byte >= 0x20 && byte < 0x7f && !`'"\\$\`!%`.includes(c) ? c : `\\${byte.toString(8).padStart(3, "0")}`;
   }
   return `exec /bin/sh -c 'eval "$(printf "${encoded}")"'`;
 }
