@@ -156,7 +156,7 @@ describe("runMigrations", () => {
     ]);
     const [backup, migrate] = remote.commands;
     expect(backup!.script).toContain(`dk_in_service sh -c `);
-    expect(backup!.script).toContain("tail -n +4");
+    expect(backup!.script).toContain("grep -vxF -e 20261122T040506Z-abc1234.dump | sort -r | tail -n +3");
     expect(migrate!.script).toContain("--name t5-app-migrate-20261122t040506z api sh -c");
     expect(migrate!.timeoutMs).toBe(150_000);
     expect(log.text()).toContain("CREATE TABLE");
@@ -206,7 +206,8 @@ describe("runMigrations", () => {
       "cd /srv/t5-app && docker compose -p t5-app --project-directory /srv/t5-app -f /srv/t5-app/.deploy-kit/migrate/compose.yml -f /srv/t5-app/.deploy-kit/migrate/override.yml exec -T api sh -c ",
     );
     expect(err.hint).toContain(
-      'pg_restore --clean --if-exists --no-owner --single-transaction --exit-on-error -d "$url"\' < /srv/t5-app/.deploy-kit/backups/20261122T040506Z-abc1234.dump',
+      // biome-ignore lint/suspicious/noTemplateCurlyInString: shell parameter expansion, not a template
+      'pg_restore --clean --if-exists --no-owner --single-transaction --exit-on-error --dbname="${PGDATABASE:-${PGUSER:-$(id -un)}}"\' < /srv/t5-app/.deploy-kit/backups/20261122T040506Z-abc1234.dump',
     );
   });
 
