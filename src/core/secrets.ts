@@ -37,7 +37,7 @@ export const SECRET_VALUE_PATTERNS: readonly { re: RegExp; what: string; whole: 
   { re: /\b(?:AKIA|ASIA)[0-9A-Z]{16}\b/, what: "an AWS access key", whole: true },
   { re: /\bAIza[0-9A-Za-z_-]{35}/, what: "a Google API key", whole: true },
   { re: /\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}/, what: "a JWT", whole: true },
-  { re: /[a-z][a-z0-9+.-]*:\/\/[^/\s:@]+:[^/\s@]+@/i, what: "a URL with a password in it", whole: false },
+  { re: /\b[a-z][a-z0-9+.-]*:\/\/[^/\s:@]+:[^/\s@]+@/i, what: "a URL with a password in it", whole: false },
   { re: /hooks\.slack\.com\/services\/[A-Za-z0-9/_-]+/, what: "a Slack webhook URL", whole: true },
   { re: /discord(?:app)?\.com\/api\/webhooks\/[A-Za-z0-9/_-]+/, what: "a Discord webhook URL", whole: true },
 ];
@@ -49,8 +49,11 @@ const WHOLE_SECRETS = SECRET_VALUE_PATTERNS.filter((p) => p.whole).map(
 const SECRET_KEY =
   /PASSW(?:OR)?D|PASSPHRASE|SECRET|TOKEN|CREDENTIAL|PRIVATE|DSN|DATABASE_URL|AUTHORIZATION|COOKIE|(?:^|_)(?:API_?)?KEY(?:_|S?$)|(?:^|_)AUTH(?:_|$)|(?:^|_)PASS(?:_|$)/i;
 
+/** Names that point at a secret rather than hold one: JWT_SECRET_FILE, SSH_KEY_PATH, PUBLIC_KEY_URL. */
+const NAMES_A_SECRET = /PUBLIC|(?:^|_)(?:NAME|ID|PATH|FILE|DIR|URL|ENV|VERSION)$/i;
+
 export function isSecretKeyName(name: string): boolean {
-  return SECRET_KEY.test(name);
+  return /DATABASE_URL|DSN/i.test(name) || (SECRET_KEY.test(name) && !NAMES_A_SECRET.test(name));
 }
 
 const KEY = "[A-Za-z_][A-Za-z0-9_.-]*";
