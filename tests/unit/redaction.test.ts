@@ -7,7 +7,7 @@ import { renderSummary } from "../../src/core/summary.js";
 import { waitHealthy } from "../../src/deploy/health.js";
 import { migrateLedgerEntry } from "../../src/migrate/ledger.js";
 import { type LedgerEntry, parseLedger, serializeEntry } from "../../src/release/ledger.js";
-import type { Remote, RemoteCommand, RemoteResult } from "../../src/ssh/types.js";
+import { FakeRemote } from "../support/fake-remote.js";
 
 const PASSWORD = "S3cret-pw-9f2";
 
@@ -49,26 +49,6 @@ describe("redact: what a host can print", () => {
     expect(redact(text)).toBe(text);
   });
 });
-
-/** Answers every command with the reply of the first matching rule. */
-class FakeRemote implements Remote {
-  readonly alias = "web-1";
-  constructor(private readonly rules: [RegExp, Partial<RemoteResult>][]) {}
-  async run(cmd: RemoteCommand): Promise<RemoteResult> {
-    const r = this.rules.find(([re]) => re.test(cmd.what))?.[1] ?? {};
-    const res = { exitCode: r.exitCode ?? 0, stdout: r.stdout ?? "", stderr: r.stderr ?? "" };
-    if (res.exitCode !== 0 && !cmd.allowFailure)
-      throw new CommandError({
-        command: cmd.script,
-        what: cmd.what,
-        exitCode: res.exitCode,
-        stderrTail: res.stderr,
-      });
-    return res;
-  }
-  async upload(): Promise<void> {}
-  async close(): Promise<void> {}
-}
 
 describe("redaction at the boundaries", () => {
   afterEach(() => forgetSecrets());
