@@ -31,6 +31,13 @@ if [[ ! -r /etc/debian_version ]] || ! command -v apt-get >/dev/null || ! comman
   die "the testbed needs root on Debian: apt-get/dpkg and /etc/debian_version were not found on this machine"
 fi
 
+# The daemons started below must not inherit the caller's descriptors (a `flock FILE npm test`
+# lock would otherwise be held by dockerd and sshd forever): close everything above stderr.
+for fd in /proc/$$/fd/*; do
+  fd=${fd##*/}
+  if ((fd > 2)); then eval "exec $fd>&-" 2>/dev/null || true; fi
+done
+
 mkdir -p "$S"
 chmod 0755 "$S"
 exec 9>"$S/.lock"

@@ -12,34 +12,119 @@ export interface DatabaseTarget {
 }
 
 const ENV_KEY = /^[A-Za-z_][A-Za-z0-9_]*$/;
-const PG_NAME = /^[A-Za-z0-9_.-]+$/;
+// A leading letter, digit or '_': a name can never be read as an option.
+const PG_NAME = /^[A-Za-z0-9_][A-Za-z0-9_.-]*$/;
+
+// libpq's connection keywords and the environment variables that set them.
+const LIBPQ_ENV: Record<string, string> = {
+  host: "PGHOST",
+  hostaddr: "PGHOSTADDR",
+  port: "PGPORT",
+  dbname: "PGDATABASE",
+  user: "PGUSER",
+  password: "PGPASSWORD",
+  passfile: "PGPASSFILE",
+  require_auth: "PGREQUIREAUTH",
+  channel_binding: "PGCHANNELBINDING",
+  service: "PGSERVICE",
+  options: "PGOPTIONS",
+  application_name: "PGAPPNAME",
+  sslmode: "PGSSLMODE",
+  sslnegotiation: "PGSSLNEGOTIATION",
+  sslcompression: "PGSSLCOMPRESSION",
+  sslcert: "PGSSLCERT",
+  sslkey: "PGSSLKEY",
+  sslrootcert: "PGSSLROOTCERT",
+  sslcrl: "PGSSLCRL",
+  sslcrldir: "PGSSLCRLDIR",
+  sslsni: "PGSSLSNI",
+  requirepeer: "PGREQUIREPEER",
+  ssl_min_protocol_version: "PGSSLMINPROTOCOLVERSION",
+  ssl_max_protocol_version: "PGSSLMAXPROTOCOLVERSION",
+  gssencmode: "PGGSSENCMODE",
+  krbsrvname: "PGKRBSRVNAME",
+  gsslib: "PGGSSLIB",
+  gssdelegation: "PGGSSDELEGATION",
+  connect_timeout: "PGCONNECT_TIMEOUT",
+  client_encoding: "PGCLIENTENCODING",
+  target_session_attrs: "PGTARGETSESSIONATTRS",
+  load_balance_hosts: "PGLOADBALANCEHOSTS",
+};
 
 /**
- * Shell lines (run inside the container) that put the connection URL in $url. SQLAlchemy-style
- * URLs (postgresql+psycopg://) are made libpq URLs, so the app's own DATABASE_URL works as is.
+ * An awk program (POSIX awk: mawk, gawk, busybox) that reads the URL from its environment and
+ * prints `PGxxx=value` lines for libpq. The URL never appears on a command line (`ps` shows
+ * argv to every user of the host), and libpq never sees the URL, so it cannot echo it back in an
+ * error. postgres://, postgresql://, postgis:// and SQLAlchemy's postgresql+driver:// are read.
  */
-function urlFromEnv(name: string): string {
-  if (!ENV_KEY.test(name)) throw new Error(`not an environment variable name: ${name}`);
+function urlToLibpqEnvProgram(): string {
+  const table = Object.entries(LIBPQ_ENV)
+    .map(([k, v]) => `env["${k}"] = "${v}"`)
+    .join("; ");
   return [
-    sh`url=$(printenv ${name} || true)`,
-    sh`[ -n "$url" ] || { echo ${`${name} is not set in this container`} >&2; exit 64; }`,
-    `url=$(printf '%s' "$url" | sed -E 's#^(postgres(ql)?)\\+[A-Za-z0-9_]+://#\\1://#')`,
+    'function fail(m) { print m > "/dev/stderr"; exit 64 }',
+    'function hex(c) { return index("0123456789abcdef", tolower(c)) - 1 }',
+    'function dec(s,  o, i, c) { o = ""; for (i = 1; i <= length(s); i++) { c = substr(s, i, 1);' +
+      ' if (c == "%" && hex(substr(s, i + 1, 1)) >= 0 && hex(substr(s, i + 2, 1)) >= 0) {' +
+      ' o = o sprintf("%c", hex(substr(s, i + 1, 1)) * 16 + hex(substr(s, i + 2, 1))); i += 2 } else o = o c }' +
+      ' if (o ~ /[\\r\\n]/) fail("a value in " name " holds a line break"); return o }',
+    'function put(k, v) { if (v != "") out = out env[k] "=" dec(v) "\\n" }',
+    "BEGIN {",
+    `  ${table}`,
+    "  u = ENVIRON[name]",
+    '  if (!match(u, /^(postgres|postgresql|postgis)(\\+[A-Za-z0-9_]+)?:\\/\\//)) fail(name " is not a postgres:// URL")',
+    '  r = substr(u, RLENGTH + 1); q = ""',
+    '  i = index(r, "#"); if (i) r = substr(r, 1, i - 1)',
+    '  i = index(r, "?"); if (i) { q = substr(r, i + 1); r = substr(r, 1, i - 1) }',
+    '  i = index(r, "/"); if (i) { put("dbname", substr(r, i + 1)); r = substr(r, 1, i - 1) }',
+    '  at = 0; for (i = 1; i <= length(r); i++) if (substr(r, i, 1) == "@") at = i',
+    '  if (at) { ui = substr(r, 1, at - 1); r = substr(r, at + 1); i = index(ui, ":")',
+    '    if (i) { put("user", substr(ui, 1, i - 1)); put("password", substr(ui, i + 1)) } else put("user", ui) }',
+    '  hosts = ""; ports = ""; n = split(r, hp, ",")',
+    '  for (j = 1; j <= n; j++) { h = hp[j]; p = ""',
+    '    if (substr(h, 1, 1) == "[") { i = index(h, "]"); p = substr(h, i + 1); h = substr(h, 2, i - 2); sub(/^:/, "", p) }',
+    '    else { i = index(h, ":"); if (i) { p = substr(h, i + 1); h = substr(h, 1, i - 1) } }',
+    '    hosts = hosts (j > 1 ? "," : "") h; ports = ports (j > 1 ? "," : "") p }',
+    '  if (hosts !~ /^,*$/) put("host", hosts); if (ports !~ /^,*$/) put("port", ports)',
+    '  n = split(q, kv, "&")',
+    '  for (j = 1; j <= n; j++) { if (kv[j] == "") continue; i = index(kv[j], "="); k = i ? substr(kv[j], 1, i - 1) : kv[j]',
+    '    v = i ? substr(kv[j], i + 1) : ""',
+    '    if (k == "ssl" && v == "true") { k = "sslmode"; v = "require" }',
+    '    if (!(k in env)) fail("unknown connection parameter " k " in " name)',
+    "    put(k, v) }",
+    '  printf "%s", out',
+    "}",
   ].join("\n");
 }
 
-/** How pg_* tools address the database: a URL from the env, or -U user dbname. */
-function connection(db: DatabaseTarget, flag: "" | "-d "): { prelude: string; args: string } {
-  if (db.databaseEnv) return { prelude: urlFromEnv(db.databaseEnv), args: `${flag}"$url"` };
+/**
+ * Shell lines (run inside the container) that export libpq's PG* variables from the URL in
+ * env var `name` (the app's own DATABASE_URL works as is). Only PG* names are exported.
+ */
+function libpqEnvFromUrl(name: string): string {
+  if (!ENV_KEY.test(name)) throw new Error(`not an environment variable name: ${name}`);
+  return [
+    sh`[ -n "$(printenv ${name} || true)" ] || { echo ${`${name} is not set in this container`} >&2; exit 64; }`,
+    sh`dk_pg=$(LC_ALL=C awk -v name=${name} ${urlToLibpqEnvProgram()}) || exit $?`,
+    "dk_ifs=$IFS; IFS='\n'; set -f",
+    `for dk_kv in $dk_pg; do case "$dk_kv" in PG[A-Z]*=*) export "$dk_kv" ;; esac; done`,
+    `IFS=$dk_ifs; set +f; unset dk_pg dk_kv`,
+  ].join("\n");
+}
+
+/** Shell lines that point libpq at the database: through the environment, never argv options. */
+function connection(db: DatabaseTarget): string {
+  if (db.databaseEnv) return libpqEnvFromUrl(db.databaseEnv);
   if (!db.database || !PG_NAME.test(db.database)) throw new Error("backup needs database-env or database");
   if (db.user && !PG_NAME.test(db.user)) throw new Error(`not a database user name: ${db.user}`);
-  const user = db.user ? sh`-U ${db.user} ` : "";
-  return { prelude: "", args: `${user}${flag}${quote(db.database)}` };
+  return [sh`export PGDATABASE=${db.database}`, db.user && sh`export PGUSER=${db.user}`]
+    .filter(Boolean)
+    .join("\n");
 }
 
 /** argv run in the db service: a custom-format dump on stdout (pg_dump's version = the server's). */
 export function pgDumpArgv(db: DatabaseTarget): string[] {
-  const c = connection(db, "");
-  return ["sh", "-c", [c.prelude, `exec pg_dump -Fc ${c.args}`].filter(Boolean).join("\n")];
+  return ["sh", "-c", [connection(db), "exec pg_dump -Fc"].join("\n")];
 }
 
 /** argv run in the db service: reads a dump on stdin and lists its contents (fails on a bad file). */
@@ -52,16 +137,14 @@ export function pgRestoreListArgv(): string[] {
  * transaction so a failed restore changes nothing. --no-owner: the app's user owns what it restores.
  */
 export function pgRestoreArgv(db: DatabaseTarget): string[] {
-  const c = connection(db, "-d ");
+  // pg_restore without a database writes SQL to stdout: name the one libpq would connect to.
   return [
     "sh",
     "-c",
     [
-      c.prelude,
-      `exec pg_restore --clean --if-exists --no-owner --single-transaction --exit-on-error ${c.args}`,
-    ]
-      .filter(Boolean)
-      .join("\n"),
+      connection(db),
+      `exec pg_restore --clean --if-exists --no-owner --single-transaction --exit-on-error --dbname="\${PGDATABASE:-\${PGUSER:-$(id -un)}}"`,
+    ].join("\n"),
   ];
 }
 
@@ -116,7 +199,9 @@ export const BACKUP_RESULT = "DK-BACKUP";
 /**
  * Dump, verify, then keep: the dump is written to a .partial file that only becomes the
  * backup once it is non-empty and pg_restore can list it; anything else removes it and fails.
- * Then the oldest backups beyond `keep` go (the one just taken is the newest, never pruned).
+ * Then the oldest backups beyond `keep` go. The one just taken is excluded by name, never by
+ * age: names carry the runner's clock, and a runner behind the host's last one would otherwise
+ * sort this run's backup oldest and delete it before the migration it protects.
  * Prints `DK-BACKUP <path> <bytes> <entries>` last.
  */
 export function backupScript(o: BackupScriptOptions): string {
@@ -139,7 +224,7 @@ export function backupScript(o: BackupScriptOptions): string {
     `entries=$(printf '%s\n' "$list" | grep -vc '^;' || true)`,
     `mv "$part" "$file"`,
     "trap - EXIT",
-    sh`ls -1 ${o.dir} | grep '\\.dump$' | sort -r | tail -n +${o.keep + 1} | while read -r old; do rm -f ${o.dir}/"$old"; echo "pruned old backup $old"; done`,
+    sh`ls -1 ${o.dir} | grep '\\.dump$' | grep -vxF -e ${o.name} | sort -r | tail -n +${o.keep} | while read -r old; do rm -f ${o.dir}/"$old"; echo "pruned old backup $old"; done`,
     `echo "${BACKUP_RESULT} $file $bytes $entries"`,
   );
 }

@@ -4,23 +4,12 @@ import type { z } from "zod";
 import { ConfigError, type Problem } from "../core/errors.js";
 import { dotted, locate, type PathKey } from "./locate.js";
 import { type Config, configSchema, type Environment } from "./schema.js";
+import { findCommittedSecrets } from "./secret-scan.js";
 import { closest, knownKeys } from "./suggest.js";
 
 export const MAX_CONFIG_BYTES = 1024 * 1024;
 /** More problems than this are summarised: nobody reads the 20,000th "unknown key". */
 const MAX_PROBLEMS = 50;
-
-// Values that are secrets and must come from a secret store, never from a committed file.
-const SECRET_PATTERNS: [RegExp, string][] = [
-  [/-----BEGIN [A-Z ]*PRIVATE KEY-----/, "a private key"],
-  [/\bgh[pousr]_[A-Za-z0-9]{20,}/, "a GitHub token"],
-  [/\bgithub_pat_[A-Za-z0-9_]{20,}/, "a GitHub token"],
-  [/\bxox[bpas]-[A-Za-z0-9-]{10,}/, "a Slack token"],
-  [/\bAKIA[0-9A-Z]{16}\b/, "an AWS access key"],
-  [/^[a-z][a-z0-9+.-]*:\/\/[^/\s:@]+:[^/\s@]+@/i, "a URL with a password in it"],
-  [/hooks\.slack\.com\/services\//, "a Slack webhook URL"],
-  [/discord(?:app)?\.com\/api\/webhooks\//, "a Discord webhook URL"],
-];
 
 export interface LoadedConfig {
   config: Config;
@@ -119,7 +108,12 @@ export function parseConfig(
   }
   const dupes = findDuplicateKeys(doc, lc, file);
   if (dupes.length) fail(dupes);
-  const secrets = findSecrets(doc, lc, file);
+  const secrets = findCommittedSecrets(
+    doc,
+    lc,
+    file,
+    "Secrets never belong in deploy-kit.yml: store it as a GitHub secret and pass it as an input (or name the env var that holds it, e.g. slack-webhook-env)",
+  );
   if (secrets.length) fail(secrets);
 
   const result = configSchema.safeParse(data);
@@ -152,31 +146,6 @@ function findDuplicateKeys(doc: Document, lc: LineCounter, file: string): Proble
         }
         seen.add(k);
       }
-    },
-  });
-  return out;
-}
-
-function findSecrets(doc: Document, lc: LineCounter, file: string): Problem[] {
-  const out: Problem[] = [];
-  visit(doc, {
-    Scalar(_key, node, path) {
-      if (typeof node.value !== "string") return;
-      const hit = SECRET_PATTERNS.find(([re]) => re.test(node.value as string));
-      if (!hit) return;
-      const keys: PathKey[] = [];
-      for (const p of path) {
-        if (p && typeof p === "object" && "key" in p && isScalar(p.key)) keys.push(String(p.key.value));
-      }
-      const pos = node.range ? lc.linePos(node.range[0]) : undefined;
-      out.push({
-        path: keys.join("."),
-        // Never echo the value itself: it is a secret.
-        message: `looks like ${hit[1]}. Secrets never belong in deploy-kit.yml: store it as a GitHub secret and pass it as an input (or name the env var that holds it, e.g. slack-webhook-env)`,
-        file,
-        line: pos?.line,
-        col: pos?.col,
-      });
     },
   });
   return out;
@@ -303,7 +272,7 @@ function crossChecks(
   environment?: string,
 ): Problem[] {
   const problems: Problem[] = [];
-  if (environment && !config.environments[environment]) {
+  if (environment && !Object.hasOwn(config.environments, environment)) {
     const names = Object.keys(config.environments);
     const guess = closest(environment, names);
     problems.push({
@@ -332,7 +301,8 @@ function crossChecks(
 }
 
 export function selectEnvironment(config: Config, name: string): Environment {
-  const env = config.environments[name];
+  // Own properties only: `--env constructor` must not find Object.prototype.constructor.
+  const env = Object.hasOwn(config.environments, name) ? config.environments[name] : undefined;
   if (!env) {
     const names = Object.keys(config.environments);
     const guess = closest(name, names);

@@ -1,3 +1,4 @@
+import { posix } from "node:path";
 import { z } from "zod";
 import { parseDuration } from "./duration.js";
 
@@ -13,9 +14,16 @@ const USER = /^[a-z_][a-z0-9_.-]{0,31}$/;
 const ALIAS = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
 const ENV_KEY = /^[A-Za-z_][A-Za-z0-9_]*$/;
 const SAFE_PATH = /^\/[A-Za-z0-9._/-]*$/;
+const PG_NAME = /^[A-Za-z0-9_][A-Za-z0-9_.-]*$/;
+const PG_NAME_RULE = "letters, digits, '_', '.' and '-', starting with a letter, digit or '_'";
 const IMAGE_NAME = /^[a-z0-9]+(?:[._-][a-z0-9]+)*(?::\d+)?(?:\/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$/;
 
-export const duration = (fallback?: string) => {
+/**
+ * A duration with an upper bound: a typo like `health.timeout: 60h` (or a number of ms taken
+ * for seconds) would otherwise hold a deploy, and the lock, for days.
+ */
+export const duration = (fallback: string | undefined, max: string) => {
+  const maxMs = parseDuration(max)!;
   const base = z
     .union([z.string(), z.number()])
     .transform((v, ctx) => {
@@ -27,9 +35,13 @@ export const duration = (fallback?: string) => {
         });
         return z.NEVER;
       }
+      if (ms > maxMs) {
+        ctx.addIssue({ code: "custom", message: `"${v}" is too long: at most ${max}` });
+        return z.NEVER;
+      }
       return ms;
     })
-    .meta({ description: "a duration: 30s, 5m, 800ms, 1h, or a number of seconds" });
+    .meta({ description: `a duration: 30s, 5m, 800ms, 1h, or a number of seconds; at most ${max}` });
   // prefault, not default: the fallback goes through the same parsing as a value the user wrote.
   return fallback === undefined ? base : base.prefault(fallback);
 };
@@ -76,25 +88,25 @@ const host = z
 
 const serviceName = z.string().regex(SERVICE, "service names use letters, digits, '.', '_' and '-'");
 
+const regex = z.string().refine((r) => {
+  try {
+    new RegExp(r);
+    return true;
+  } catch {
+    return false;
+  }
+}, "not a valid regular expression");
+
 const smokeCheck = z.strictObject({
   path: z.string().startsWith("/", "starts with /"),
   method: z.enum(["GET", "HEAD", "POST"]).default("GET"),
   status: z.number().int().min(100).max(599).default(200),
-  body: z
-    .string()
-    .refine((r) => {
-      try {
-        new RegExp(r);
-        return true;
-      } catch {
-        return false;
-      }
-    }, "not a valid regular expression")
-    .optional(),
+  body: regex.optional(),
   json: z.record(z.string(), z.unknown()).optional(),
-  headers: z.record(z.string(), z.string()).optional(),
+  /** Header name -> a regex its value must match. */
+  headers: z.record(z.string(), regex).optional(),
   "version-field": z.string().optional(),
-  "max-latency": duration().optional(),
+  "max-latency": duration(undefined, "5m").optional(),
 });
 
 // --- strategy: blue-green (src/deploy/blue-green.ts) -------------------------------------------
@@ -131,9 +143,9 @@ const blueGreen = z.strictObject({
     // reload, and no keep-alive connection is closed by one.
     switch: z.enum(["reload", "file"]).default("reload"),
     "verify-url": z.url({ protocol: /^https?$/ }),
-    "verify-timeout": duration("10s"),
+    "verify-timeout": duration("10s", "10m"),
   }),
-  drain: duration("5s"),
+  drain: duration("5s", "1h"),
   "keep-warm": z.boolean().default(false),
 });
 
@@ -146,8 +158,8 @@ const environment = z.strictObject({
         .union([hostString, z.record(z.string(), z.unknown())])
         .pipe(hostObject)
         .optional(),
-      "connect-timeout": duration("20s"),
-      keepalive: duration("10s"),
+      "connect-timeout": duration("20s", "5m"),
+      keepalive: duration("10s", "5m"),
     })
     .prefault(EMPTY),
   path: z
@@ -184,27 +196,22 @@ const environment = z.strictObject({
       z.string().regex(/^(100|[1-9]?\d)%$/, 'a number or a percentage like "50%"'),
     ])
     .default(1),
-  health: z.strictObject({ timeout: duration("60s"), interval: duration("1s") }).prefault(EMPTY),
-  lock: z.strictObject({ wait: duration("2m"), lease: duration("30m") }).prefault(EMPTY),
+  health: z.strictObject({ timeout: duration("60s", "1h"), interval: duration("1s", "1m") }).prefault(EMPTY),
+  lock: z.strictObject({ wait: duration("2m", "1h"), lease: duration("30m", "24h") }).prefault(EMPTY),
   migrate: z
     .strictObject({
       command: z.string().min(1),
       "plan-command": z.string().min(1).optional(),
       service: serviceName.optional(),
-      timeout: duration("10m"),
+      timeout: duration("10m", "24h"),
       backup: z
         .strictObject({
           required: z.boolean().default(false),
           service: serviceName,
           "database-env": z.string().regex(ENV_KEY, "not an environment variable name").optional(),
-          database: z
-            .string()
-            .regex(/^[A-Za-z0-9_.-]+$/)
-            .optional(),
-          user: z
-            .string()
-            .regex(/^[A-Za-z0-9_.-]+$/)
-            .optional(),
+          // A leading letter, digit or '_': never read as a pg_dump option.
+          database: z.string().regex(PG_NAME, PG_NAME_RULE).optional(),
+          user: z.string().regex(PG_NAME, PG_NAME_RULE).optional(),
           keep: z.number().int().min(1).max(1000).default(7),
         })
         .refine((b) => b["database-env"] || b.database, {
@@ -218,8 +225,8 @@ const environment = z.strictObject({
       "base-url": z.url({ protocol: /^https?$/ }).optional(),
       from: z.enum(["runner", "host"]).default("runner"),
       retries: z.number().int().min(0).max(1000).default(10),
-      interval: duration("3s"),
-      timeout: duration("5s"),
+      interval: duration("3s", "5m"),
+      timeout: duration("5s", "5m"),
       "bearer-token-env": z.string().regex(ENV_KEY, "not an environment variable name").optional(),
       checks: z.array(smokeCheck).min(1),
     })
@@ -246,6 +253,13 @@ const checkedEnvironment = environment.superRefine((e, ctx) => {
       path: ["strategy"],
       message: "a blue-green section is set but strategy is recreate: set strategy: blue-green",
     });
+  const envFile = e["env-file"]?.name ?? ".env";
+  if (e.compose.file.split("/").pop() === envFile)
+    ctx.addIssue({
+      code: "custom",
+      path: ["compose", "file"],
+      message: `must not be named ${envFile}: it is uploaded beside the operator's env-file and would overwrite it`,
+    });
   const bg = e["blue-green"];
   if (bg?.service && !e.compose.service.includes(bg.service))
     ctx.addIssue({
@@ -266,7 +280,13 @@ export const configSchema = z.strictObject({
         (n) => !/@|:[^/]*$/.test(n.replace(/^[^/]+:\d+\//, "")),
         "give the name without a tag or digest",
       ),
-    context: z.string().default("."),
+    context: z
+      .string()
+      .refine(
+        (c) => !c.startsWith("/") && !/^[A-Za-z]:/.test(c) && !posix.normalize(c).split("/").includes(".."),
+        "a directory inside the repository (relative, without '..')",
+      )
+      .default("."),
     dockerfile: z.string().optional(),
     "build-args": z
       .record(

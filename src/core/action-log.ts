@@ -7,6 +7,15 @@ function props(where?: Annotation): core.AnnotationProperties | undefined {
   return { file: where.file, startLine: where.line, startColumn: where.col, title: where.title };
 }
 
+/**
+ * The runner obeys workflow commands (`::set-output`, `::add-mask::`, `::stop-commands::`, the
+ * older `##[...]`) in any line of a step's stdout. Text from a host or a container must stay
+ * text: a line that would be a command gets a zero-width space after its first colon.
+ */
+export function neutralizeWorkflowCommands(text: string): string {
+  return text.replace(/^(\s*):(?=:)/gm, "$1:\u200b").replace(/##\[/g, "#\u200b#[");
+}
+
 /** Log for the GitHub runner: groups fold in the UI, warnings/errors become annotations. */
 export class ActionLog implements Log {
   private depth = 0;
@@ -15,7 +24,7 @@ export class ActionLog implements Log {
     setMaskSink((s) => core.setSecret(s));
   }
   info(m: string) {
-    core.info(redact(m));
+    core.info(neutralizeWorkflowCommands(redact(m)));
   }
   warn(m: string, where?: Annotation) {
     core.warning(redact(m), props(where));
@@ -29,7 +38,7 @@ export class ActionLog implements Log {
   async group<T>(title: string, fn: () => Promise<T>): Promise<T> {
     // The runner does not nest groups: inner ones become plain headings.
     if (this.depth > 0) {
-      core.info(`── ${redact(title)}`);
+      core.info(neutralizeWorkflowCommands(`── ${redact(title)}`));
       return fn();
     }
     this.depth++;

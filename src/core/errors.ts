@@ -1,3 +1,5 @@
+import { redact } from "./secrets.js";
+
 /** Where in the user's config file a problem sits. */
 export interface Problem {
   /** dotted path, e.g. environments.staging.hosts[0].port */
@@ -67,7 +69,10 @@ export class ConnectionLostError extends DeployError {
   }
 }
 
-/** A local or remote command exited non-zero. `command` is already redacted. */
+/**
+ * A local or remote command exited non-zero. Its command and output tail are redacted here, the
+ * one place every executor's failure passes through: a host's echo of a secret never leaves it.
+ */
 export class CommandError extends Error {
   override name = "CommandError";
   readonly command: string;
@@ -85,11 +90,12 @@ export class CommandError extends Error {
   }) {
     const on = opts.host ? ` on ${opts.host}` : "";
     const code = opts.exitCode === null ? "was killed" : `exited ${opts.exitCode}`;
-    const tail = opts.stderrTail.trim() ? `\n${indent(opts.stderrTail.trim())}` : "";
-    super(`${opts.what ?? opts.command}${on} ${code}${tail}`);
-    this.command = opts.command;
+    const stderrTail = redact(opts.stderrTail);
+    const tail = stderrTail.trim() ? `\n${indent(stderrTail.trim())}` : "";
+    super(redact(`${opts.what ?? opts.command}${on} ${code}${tail}`));
+    this.command = redact(opts.command);
     this.exitCode = opts.exitCode;
-    this.stderrTail = opts.stderrTail;
+    this.stderrTail = stderrTail;
     this.host = opts.host;
     this.hint = opts.hint;
   }

@@ -1,5 +1,6 @@
 import type { Config } from "../config/schema.js";
 import type { Log } from "../core/log.js";
+import { redact } from "../core/secrets.js";
 import { type DeployFacts, notify } from "../github/notify.js";
 import type { DeployResult, ReleaseContext, RollbackResult } from "./release.js";
 
@@ -21,7 +22,8 @@ const common = (ctx: Context, environment: string) => ({
   runUrl: ctx.runUrl,
   url: ctx.env.url,
 });
-const firstLine = (e?: Error) => e?.message.split("\n")[0];
+// A host may echo a secret into an error; a message to a chat never carries it.
+const firstLine = (e?: Error) => (e ? redact(e.message.split("\n")[0]!) : undefined);
 
 export function deployFacts(
   ctx: Context,

@@ -1,7 +1,8 @@
 import { readFile } from "node:fs/promises";
 import { basename } from "node:path";
-import { parse } from "yaml";
+import { LineCounter, parseDocument } from "yaml";
 import type { Environment } from "../config/schema.js";
+import { findCommittedSecrets } from "../config/secret-scan.js";
 import { ConfigError } from "../core/errors.js";
 import { workspacePath } from "../core/workspace.js";
 
@@ -20,12 +21,29 @@ export function parseComposeSource(
   services: readonly string[],
   where = name,
 ): ComposeSource {
+  const lc = new LineCounter();
+  const parsed = parseDocument(content, { lineCounter: lc });
   let doc: unknown;
   try {
-    doc = parse(content);
+    if (parsed.errors.length) throw parsed.errors[0];
+    doc = parsed.toJS({ maxAliasCount: 50 });
   } catch (e) {
     throw new ConfigError(`${where} is not valid YAML: ${(e as Error).message.split("\n")[0]}`, {
       hint: "Fix the compose file; `docker compose config` checks it locally.",
+    });
+  }
+  // This file is copied to every server: a secret in it would sit in the repository and on each host.
+  const secrets = findCommittedSecrets(
+    parsed,
+    lc,
+    where,
+    // biome-ignore lint/suspicious/noTemplateCurlyInString: compose's interpolation syntax, shown to the user
+    "The compose file is committed and uploaded to the servers: put the value in the operator's .env on the host and refer to it (env_file: .env, or ${NAME})",
+  );
+  if (secrets.length) {
+    throw new ConfigError(`${where} holds what looks like a secret; it was not uploaded.`, {
+      problems: secrets,
+      hint: "Move secrets to the .env file on each host (deploy-kit never reads or writes it) or to your secret store.",
     });
   }
   const defined = Object.keys(((doc as { services?: Record<string, unknown> })?.services ?? {}) as object);

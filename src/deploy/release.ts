@@ -183,7 +183,11 @@ async function preflight(remotes: readonly Remote[], ctx: ReleaseContext): Promi
   });
 }
 
-/** Make sure the image is on the host (pull only when missing); returns its ID and pinned ref. */
+/**
+ * Make sure the image is on the host; returns its ID and pinned ref. A digest names one image
+ * forever, so a host holding it skips the pull; a tag moves, so it is always pulled (the copy
+ * on the host may be a stale build of the same tag).
+ */
 async function ensureImage(
   remote: Remote,
   imageRef: string,
@@ -192,8 +196,9 @@ async function ensureImage(
 ): Promise<{ id: string; pinned: string }> {
   const inspect = () =>
     remote.run({ what: `inspect ${imageRef}`, script: imageInfoScript(imageRef), allowFailure: true });
+  const byDigest = imageRef.includes("@sha256:");
   let info = await inspect();
-  if (info.exitCode !== 0) {
+  if (!byDigest || info.exitCode !== 0) {
     const t = Date.now();
     await remote.run({
       what: `pull ${imageRef}`,
@@ -212,7 +217,7 @@ async function ensureImage(
       });
   }
   const { id, repoDigests } = parseImageInfo(info.stdout);
-  if (imageRef.includes("@sha256:")) return { id, pinned: imageRef };
+  if (byDigest) return { id, pinned: imageRef };
   // A tag was given: pin the digest this host actually pulled.
   const repo = repositoryOf(imageRef);
   const pinned = repoDigests.find((d) => d.startsWith(`${repo}@`));

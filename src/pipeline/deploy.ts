@@ -1,6 +1,7 @@
 import type { Config, Environment } from "../config/schema.js";
 import { ConfigError, DeployError } from "../core/errors.js";
 import type { Log } from "../core/log.js";
+import { redact } from "../core/secrets.js";
 import type { SummarySection } from "../core/summary.js";
 import { announce } from "../deploy/announce.js";
 import type { SshSecrets } from "../deploy/hosts.js";
@@ -287,7 +288,7 @@ export async function runPipeline(req: PipelineRequest): Promise<PipelineResult>
       actor: req.actor,
       runUrl: req.runUrl,
       url: result.url || undefined,
-      reason: result.error?.message.split("\n")[0],
+      reason: result.error ? redact(result.error.message.split("\n")[0]!) : undefined,
     });
   }
   return result;

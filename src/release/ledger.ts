@@ -1,6 +1,7 @@
 import { appendLedgerScript, readLedgerScript } from "../commands/release.js";
 import { ConfigError } from "../core/errors.js";
 import type { Log } from "../core/log.js";
+import { redact } from "../core/secrets.js";
 import type { Remote } from "../ssh/types.js";
 import { RELEASE_ID } from "./ids.js";
 
@@ -63,8 +64,9 @@ export function parseLedger(text: string, onBadLine?: (lineNo: number) => void):
   return out;
 }
 
+/** One JSON line; every text field redacted, so no host output (a reason) puts a secret in the ledger. */
 export function serializeEntry(e: LedgerEntry): string {
-  return JSON.stringify(e);
+  return JSON.stringify(e, (_k, v) => (typeof v === "string" ? redact(v) : v));
 }
 
 export async function readLedger(remote: Remote, path: string, log?: Log): Promise<LedgerEntry[]> {

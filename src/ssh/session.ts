@@ -108,6 +108,66 @@ export function pinnedKeysFor(knownHosts: string, endpoints: SshEndpoint[]): Map
   return out;
 }
 
+/**
+ * Current algorithms only, documented in README's security model: no SHA-1 (no `ssh-rsa`
+ * signatures, no sha1 key exchange or MAC), no CBC ciphers. OpenSSH 7.4+ offers all of these.
+ * chacha20-poly1305 is left out: with ssh2 1.17 a connection through a jump host using it hangs.
+ */
+export const SSH_ALGORITHMS = {
+  kex: [
+    "curve25519-sha256",
+    "curve25519-sha256@libssh.org",
+    "ecdh-sha2-nistp256",
+    "ecdh-sha2-nistp384",
+    "ecdh-sha2-nistp521",
+    "diffie-hellman-group-exchange-sha256",
+    "diffie-hellman-group16-sha512",
+    "diffie-hellman-group18-sha512",
+    "diffie-hellman-group14-sha256",
+  ],
+  serverHostKey: [
+    "ssh-ed25519",
+    "ecdsa-sha2-nistp256",
+    "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521",
+    "rsa-sha2-512",
+    "rsa-sha2-256",
+  ],
+  cipher: ["aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "aes128-ctr", "aes192-ctr", "aes256-ctr"],
+  hmac: ["hmac-sha2-256-etm@openssh.com", "hmac-sha2-512-etm@openssh.com", "hmac-sha2-256", "hmac-sha2-512"],
+} as const satisfies Record<string, readonly string[]>;
+
+/** The pinned algorithms, host key types we hold a pinned key for first (so the server presents one). */
+export function connectAlgorithms(pinned: PinnedKeys): ssh2.Algorithms {
+  const allowed: readonly string[] = SSH_ALGORITHMS.serverHostKey;
+  const preferred = preferredHostKeyAlgorithms(pinned).filter((a) => allowed.includes(a));
+  return {
+    kex: [...SSH_ALGORITHMS.kex],
+    cipher: [...SSH_ALGORITHMS.cipher],
+    hmac: [...SSH_ALGORITHMS.hmac],
+    serverHostKey: [
+      ...preferred,
+      ...allowed.filter((a) => !preferred.includes(a)),
+    ] as ssh2.ServerHostKeyAlgorithm[],
+  };
+}
+
+/**
+ * The command line sshd hands to the user's login shell (bash, dash, zsh, fish, csh...). It is
+ * one single-quoted word of characters that every one of those shells leaves alone (no quote,
+ * backslash, `!`, `%`, `$` or newline: the script's own bytes travel as printf octal escapes), and
+ * /bin/sh rebuilds and runs the script: no login shell can change what runs.
+ */
+export function loginShellCommand(script: string): string {
+  let encoded = "";
+  for (const byte of Buffer.from(script, "utf8")) {
+    const c = String.fromCharCode(byte);
+    encoded +=
+      byte >= 0x20 && byte < 0x7f && !`'"\\$\`!%`.includes(c) ? c : `\\${byte.toString(8).padStart(3, "0")}`;
+  }
+  return `exec /bin/sh -c 'eval "$(printf "${encoded}")"'`;
+}
+
 const MAX_CHANNELS = 4;
 const STDOUT_LIMIT = 32 * 1024 * 1024;
 const STDERR_TAIL = 4000;
@@ -173,8 +233,7 @@ export class SshConnection implements Remote {
 
   private exec(cmd: RemoteCommand): Promise<RemoteResult> {
     this.log.debug(`[${this.alias}] ${cmd.what}`);
-    // The login shell only sees one quoted word: the script runs in sh whatever the user's shell is.
-    const command = `sh -c ${quote(cmd.script)}`;
+    const command = loginShellCommand(cmd.script);
     return new Promise<RemoteResult>((resolve, reject) => {
       this.client.exec(command, (err, stream) => {
         if (err) {
@@ -239,7 +298,8 @@ export class SshConnection implements Remote {
             reject(this.lost(cmd.what, "during"));
             return;
           }
-          const result = { exitCode: exitCode ?? -1, stdout, stderr };
+          // stdout is parsed by the caller; stderr is only ever shown, so it leaves redacted.
+          const result = { exitCode: exitCode ?? -1, stdout, stderr: redact(stderr) };
           if (exitCode === 0 || cmd.allowFailure) {
             resolve(result);
             return;
@@ -354,7 +414,6 @@ export async function connect(
   let hostKeyProblem: { reason: string; presented: { type: string; fingerprint: string } } | undefined;
   let serverMethods: string[] | undefined;
   let offered = false;
-  const preferred = preferredHostKeyAlgorithms(pinned) as ssh2.ServerHostKeyAlgorithm[];
   const started = Date.now();
   await new Promise<void>((resolve, reject) => {
     const fail = (e: Error & { level?: string; code?: string }) => {
@@ -419,10 +478,7 @@ export async function connect(
       readyTimeout: opts.connectTimeoutMs,
       keepaliveInterval: opts.keepaliveMs,
       keepaliveCountMax: 3,
-      // Reorder, never extend: known key types first, so the server presents a pinned key.
-      algorithms: preferred.length
-        ? { serverHostKey: { append: [], remove: preferred, prepend: preferred } }
-        : undefined,
+      algorithms: connectAlgorithms(pinned),
       hostVerifier: (presented: Buffer) => {
         // The local port ties this connection to the server's log ("from <ip> port <n>"), which is
         // how an operator (or a test) matches sshd's entries to this run. ssh2 keeps the socket private.

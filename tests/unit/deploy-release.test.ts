@@ -28,6 +28,9 @@ class SimHost implements Remote {
   readonly steps: string[] = [];
   readonly pulled: string[] = [];
   readonly images = new Map<string, string>();
+  /** Tags as the host's engine resolved them at its last pull, and as the registry has them now. */
+  readonly localTags = new Map<string, string>();
+  registryTags: Record<string, string> = {};
   running?: { image: string; id: string };
   constructor(
     readonly alias: string,
@@ -57,6 +60,15 @@ class SimHost implements Remote {
           .replace(/^if docker compose version.*$/m, "if true; then echo 'compose=docker compose'"),
       );
       res = facts;
+    } else if (cmd.what.startsWith("inspect ") && this.localTags.has(image!)) {
+      const digestRef = this.localTags.get(image!)!;
+      res = ok(`${this.images.get(digestRef)} ${digestRef}\n`);
+    } else if (cmd.what.startsWith("pull ") && image! in this.registryTags) {
+      const digestRef = this.registryTags[image!]!;
+      this.pulled.push(image!);
+      this.localTags.set(image!, digestRef);
+      this.images.set(digestRef, `sha256:id-${digestRef.slice(-6)}`);
+      res = ok();
     } else if (cmd.what.startsWith("inspect ")) {
       const id = this.images.get(image!);
       res = id ? ok(`${id} ${image}\n`) : { exitCode: 1, stdout: "", stderr: "No such image" };
@@ -208,6 +220,30 @@ describe("deployRelease on simulated hosts", () => {
     expect(JSON.parse(readFileSync(join(h1!.root, "srv/app/.deploy-kit/override.yml"), "utf8"))).toEqual({
       services: { api: { image: ref("1") } },
     });
+  });
+
+  test("a tag the host already holds is pulled again: the release runs what the tag names now", async () => {
+    const host = new SimHost("h1", modes);
+    // The host pulled :main when it named ref("1"); the registry's :main has moved to ref("2").
+    host.localTags.set("reg.example/app:main", ref("1"));
+    host.images.set(ref("1"), "sha256:id-stale");
+    host.registryTags = { "reg.example/app:main": ref("2") };
+    const r = await deployRelease([host], {
+      ...context(),
+      imageRef: "reg.example/app:main",
+      gitSha: "abcdef1234",
+    });
+    expect(r.error).toBeUndefined();
+    expect(host.pulled).toEqual(["reg.example/app:main"]);
+    expect(host.ledger().at(-1)).toMatchObject({ "image-ref": ref("2"), status: "succeeded" });
+  });
+
+  test("a digest the host already holds is not pulled again", async () => {
+    const host = new SimHost("h1", modes);
+    host.images.set(ref("1"), "sha256:id-present");
+    const r = await deployRelease([host], { ...context(), imageRef: ref("1"), gitSha: "abcdef1234" });
+    expect(r.error).toBeUndefined();
+    expect(host.pulled).toEqual([]);
   });
 
   test("parallel 1, first host fails: it is rolled back, the second host is never touched", async () => {

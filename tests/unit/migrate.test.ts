@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import type { ComposeProject } from "../../src/commands/compose.js";
 import { parseConfig } from "../../src/config/load.js";
-import { CommandError, ConfigError, DeployError } from "../../src/core/errors.js";
+import { ConfigError, DeployError } from "../../src/core/errors.js";
 import { MemoryLog } from "../../src/core/log.js";
 import { oneOffScript } from "../../src/migrate/commands.js";
 import {
@@ -19,37 +19,8 @@ import {
   stageMigration,
 } from "../../src/migrate/index.js";
 import type { LedgerEntry } from "../../src/release/ledger.js";
-import type { Remote, RemoteCommand, RemoteResult } from "../../src/ssh/types.js";
-
-type Reply = Partial<RemoteResult> & { lines?: string[]; throws?: Error };
-
-/** Records every command; answers by the first rule whose pattern is in the `what` or script. */
-class FakeRemote implements Remote {
-  readonly alias = "t5-host-1";
-  readonly commands: RemoteCommand[] = [];
-  readonly uploads: { path: string; content: string; mode?: number }[] = [];
-  constructor(private readonly rules: [RegExp, Reply][] = []) {}
-  async run(cmd: RemoteCommand): Promise<RemoteResult> {
-    this.commands.push(cmd);
-    const reply = this.rules.find(([re]) => re.test(cmd.what) || re.test(cmd.script))?.[1] ?? {};
-    for (const l of reply.lines ?? []) cmd.onLine?.(l);
-    if (reply.throws) throw reply.throws;
-    const res = { exitCode: reply.exitCode ?? 0, stdout: reply.stdout ?? "", stderr: reply.stderr ?? "" };
-    if (res.exitCode !== 0 && !cmd.allowFailure) {
-      throw new CommandError({
-        command: cmd.what,
-        exitCode: res.exitCode,
-        stderrTail: res.stderr,
-        host: this.alias,
-      });
-    }
-    return res;
-  }
-  async upload(path: string, content: string | Buffer, mode?: number): Promise<void> {
-    this.uploads.push({ path, content: String(content), mode });
-  }
-  async close(): Promise<void> {}
-}
+import type { Remote } from "../../src/ssh/types.js";
+import { FakeRemote } from "../support/fake-remote.js";
 
 function env(migrate: string) {
   return parseConfig(`version: 1
@@ -156,7 +127,7 @@ describe("runMigrations", () => {
     ]);
     const [backup, migrate] = remote.commands;
     expect(backup!.script).toContain(`dk_in_service sh -c `);
-    expect(backup!.script).toContain("tail -n +4");
+    expect(backup!.script).toContain("grep -vxF -e 20261122T040506Z-abc1234.dump | sort -r | tail -n +3");
     expect(migrate!.script).toContain("--name t5-app-migrate-20261122t040506z api sh -c");
     expect(migrate!.timeoutMs).toBe(150_000);
     expect(log.text()).toContain("CREATE TABLE");
@@ -206,7 +177,8 @@ describe("runMigrations", () => {
       "cd /srv/t5-app && docker compose -p t5-app --project-directory /srv/t5-app -f /srv/t5-app/.deploy-kit/migrate/compose.yml -f /srv/t5-app/.deploy-kit/migrate/override.yml exec -T api sh -c ",
     );
     expect(err.hint).toContain(
-      'pg_restore --clean --if-exists --no-owner --single-transaction --exit-on-error -d "$url"\' < /srv/t5-app/.deploy-kit/backups/20261122T040506Z-abc1234.dump',
+      // biome-ignore lint/suspicious/noTemplateCurlyInString: shell parameter expansion, not a template
+      'pg_restore --clean --if-exists --no-owner --single-transaction --exit-on-error --dbname="${PGDATABASE:-${PGUSER:-$(id -un)}}"\' < /srv/t5-app/.deploy-kit/backups/20261122T040506Z-abc1234.dump',
     );
   });
 

@@ -13,32 +13,31 @@ import {
 } from "../../src/commands/postgres.js";
 
 describe("postgres command builders", () => {
+  // The connection goes through libpq's environment: nothing about it is a pg_dump argument.
   it.each([
     [
-      { databaseEnv: "DATABASE_URL" },
-      [
-        "sh",
-        "-c",
-        `url=$(printenv DATABASE_URL || true)
-[ -n "$url" ] || { echo 'DATABASE_URL is not set in this container' >&2; exit 64; }
-url=$(printf '%s' "$url" | sed -E 's#^(postgres(ql)?)\\+[A-Za-z0-9_]+://#\\1://#')
-exec pg_dump -Fc "$url"`,
-      ],
+      { database: "app", user: "postgres" },
+      ["sh", "-c", "export PGDATABASE=app\nexport PGUSER=postgres\nexec pg_dump -Fc"],
     ],
-    [{ database: "app", user: "postgres" }, ["sh", "-c", "exec pg_dump -Fc -U postgres app"]],
-    [{ database: "app" }, ["sh", "-c", "exec pg_dump -Fc app"]],
+    [{ database: "app" }, ["sh", "-c", "export PGDATABASE=app\nexec pg_dump -Fc"]],
   ])("pg_dump for %j", (db, argv) => {
     expect(pgDumpArgv(db)).toEqual(argv);
+  });
+
+  it("pg_dump from a URL in the container's env: the URL is never an argument", () => {
+    const s = pgDumpArgv({ databaseEnv: "DATABASE_URL" })[2]!;
+    expect(s.split("\n").pop()).toBe("exec pg_dump -Fc");
+    expect(s).not.toMatch(/"\$url"|\$DATABASE_URL/);
   });
 
   it.each([
     [
       { database: "app", user: "postgres" },
-      "exec pg_restore --clean --if-exists --no-owner --single-transaction --exit-on-error -U postgres -d app",
+      `exec pg_restore --clean --if-exists --no-owner --single-transaction --exit-on-error --dbname="\${PGDATABASE:-\${PGUSER:-$(id -un)}}"`,
     ],
     [
       { databaseEnv: "DB_URL" },
-      `exec pg_restore --clean --if-exists --no-owner --single-transaction --exit-on-error -d "$url"`,
+      `exec pg_restore --clean --if-exists --no-owner --single-transaction --exit-on-error --dbname="\${PGDATABASE:-\${PGUSER:-$(id -un)}}"`,
     ],
   ])("pg_restore for %j", (db, last) => {
     expect(pgRestoreArgv(db)[2]!.split("\n").pop()).toBe(last);
@@ -47,7 +46,9 @@ exec pg_dump -Fc "$url"`,
   it.each([
     [{ databaseEnv: "X; rm -rf /" }, "not an environment variable name"],
     [{ database: "a b" }, "backup needs database-env or database"],
+    [{ database: "--schema-only" }, "backup needs database-env or database"],
     [{ database: "app", user: "$(id)" }, "not a database user name"],
+    [{ database: "app", user: "-W" }, "not a database user name"],
     [{}, "backup needs database-env or database"],
   ])("refuses %j", (db, message) => {
     expect(() => pgDumpArgv(db)).toThrow(message);
@@ -73,7 +74,8 @@ exec pg_dump -Fc "$url"`,
     expect(s).toContain(`file='/srv/t5 x/.deploy-kit/backups/20261122T040506Z-abc.dump'`);
     expect(s).toContain(`docker compose -p t5 -f /srv/t5/compose.yml exec -T api "$@"`);
     expect(s).toContain(`docker compose -p t5 -f /srv/t5/compose.yml run --rm --no-deps -T api "$@"`);
-    expect(s).toContain("tail -n +4 |");
+    // This run's file is left out of the prune list by name; keep counts it.
+    expect(s).toContain("grep -vxF -e 20261122T040506Z-abc.dump | sort -r | tail -n +3 |");
     expect(s.startsWith("set -eu\numask 077\n")).toBe(true);
     const r = restoreScript({
       compose: "docker compose -p t5",
@@ -82,7 +84,8 @@ exec pg_dump -Fc "$url"`,
       file: "/srv/t5/b.dump",
     });
     expect(r).toContain(
-      `dk_in_service sh -c 'exec pg_restore --clean --if-exists --no-owner --single-transaction --exit-on-error -d app' < "$file"`,
+      `dk_in_service sh -c 'export PGDATABASE=app
+exec pg_restore --clean --if-exists --no-owner --single-transaction --exit-on-error --dbname="\${PGDATABASE:-\${PGUSER:-$(id -un)}}"' < "$file"`,
     );
   });
 });
@@ -146,16 +149,28 @@ describe("backup script (run by sh)", () => {
       expect(r.stdout).toContain(`${BACKUP_RESULT} ${join(sb.dir, "backups", n)} 10 2`);
     }
     expect(sb.backups()).toEqual(["20260102T000000Z-b.dump", "20260103T000000Z-c.dump"]);
-    expect(sb.log()).toContain("exec -T db sh -c exec pg_dump -Fc app");
+    expect(sb.log()).toContain("exec -T db sh -c export PGDATABASE=app\nexec pg_dump -Fc");
     const r = sb.run("20260104T000000Z-d.dump", 1);
     expect(r.stdout).toContain("pruned old backup 20260103T000000Z-c.dump");
     expect(sb.backups()).toEqual(["20260104T000000Z-d.dump"]);
   });
 
+  it("never prunes the backup just taken, even when the runner's clock is behind the host's last one", () => {
+    const sb = sandbox({ dump: "PGDMP-data", running: true });
+    for (const n of ["20260301T000000Z-a.dump", "20260302T000000Z-b.dump"])
+      expect(sb.run(n, 2).status).toBe(0);
+    // A runner whose clock says 2025: by name, this run's dump is the oldest.
+    const r = sb.run("20250101T000000Z-skewed.dump", 2);
+    expect(r.status, r.stderr).toBe(0);
+    expect(sb.backups()).toEqual(["20250101T000000Z-skewed.dump", "20260302T000000Z-b.dump"]);
+    expect(sb.run("20250101T000001Z-again.dump", 1).status).toBe(0);
+    expect(sb.backups()).toEqual(["20250101T000001Z-again.dump"]);
+  });
+
   it("uses a one-off container when the service is not running", () => {
     const sb = sandbox({ dump: "PGDMP" });
     expect(sb.run("20260101T000000Z-a.dump").status).toBe(0);
-    expect(sb.log()).toContain("run --rm --no-deps -T db sh -c exec pg_dump -Fc app");
+    expect(sb.log()).toContain("run --rm --no-deps -T db sh -c export PGDATABASE=app\nexec pg_dump -Fc");
   });
 
   it.each([
@@ -173,5 +188,72 @@ describe("backup script (run by sh)", () => {
     expect(r.stderr).toContain(message);
     expect(sb.backups()).toEqual([]);
     expect(existsSync(join(sb.dir, "backups", "20260101T000000Z-a.dump.partial"))).toBe(false);
+  });
+});
+
+/**
+ * pg_dump's connection from the app's DATABASE_URL, run by a real sh with the host's awk and
+ * busybox's: a fake pg_dump prints its argv and libpq's environment. The URL's password must
+ * reach libpq (PGPASSWORD) and never pg_dump's argv, where `ps` shows it to every user.
+ */
+describe("pg_dump's connection from a URL (run by sh)", () => {
+  const PASSWORD = "S3cret p@ss/%";
+  function dumpWith(url: string | undefined, awk: "awk" | "busybox") {
+    const dir = mkdtempSync(join(tmpdir(), "t5-pgenv-"));
+    const tool = (name: string, body: string) => {
+      writeFileSync(join(dir, name), `#!/bin/sh\n${body}\n`);
+      chmodSync(join(dir, name), 0o755);
+    };
+    tool("pg_dump", `echo "argv: $*"; env | grep '^PG' | sort`);
+    if (awk === "busybox") tool("awk", 'exec busybox awk "$@"');
+    const [sh, flag, script] = pgDumpArgv({ databaseEnv: "DATABASE_URL" });
+    return spawnSync(sh!, [flag!, script!], {
+      env: { PATH: `${dir}:/usr/bin:/bin`, ...(url === undefined ? {} : { DATABASE_URL: url }) },
+      encoding: "utf8",
+    });
+  }
+  const encoded = encodeURIComponent(PASSWORD);
+
+  describe.each([["awk" as const], ["busybox" as const]])("with %s", (awk) => {
+    it.each([
+      [
+        `postgresql+psycopg://app:${encoded}@db:5433/shop?sslmode=require&application_name=web`,
+        [
+          "PGAPPNAME=web",
+          "PGDATABASE=shop",
+          "PGHOST=db",
+          `PGPASSWORD=${PASSWORD}`,
+          "PGPORT=5433",
+          "PGSSLMODE=require",
+          "PGUSER=app",
+        ],
+      ],
+      [
+        `postgis://app:${encoded}@h/app`,
+        ["PGDATABASE=app", "PGHOST=h", `PGPASSWORD=${PASSWORD}`, "PGUSER=app"],
+      ],
+      [
+        "postgres://u@[::1]:5432,db2:5434/d",
+        ["PGDATABASE=d", "PGHOST=::1,db2", "PGPORT=5432,5434", "PGUSER=u"],
+      ],
+      ["postgres:///app?host=/var/run/postgresql", ["PGDATABASE=app", "PGHOST=/var/run/postgresql"]],
+    ])("%s", (url, env) => {
+      const r = dumpWith(url, awk);
+      expect(r.status, r.stderr).toBe(0);
+      expect(r.stdout).toBe(["argv: -Fc", ...env, ""].join("\n"));
+    });
+
+    it.each([
+      [undefined, 64, "DATABASE_URL is not set in this container"],
+      [`mysql://app:${encoded}@h/app`, 64, "DATABASE_URL is not a postgres:// URL"],
+      [`postgres://app:${encoded}@h/app?evil=1`, 64, "unknown connection parameter evil in DATABASE_URL"],
+      [`postgres://app:a%0APATH=/tmp@h/app`, 64, "a value in DATABASE_URL holds a line break"],
+    ])("refuses %s without echoing it", (url, code, message) => {
+      const r = dumpWith(url, awk);
+      expect(r.status).toBe(code);
+      expect(r.stderr).toContain(message);
+      expect(r.stdout + r.stderr).not.toContain(encoded);
+      expect(r.stdout).not.toContain("argv");
+    });
   });
 });

@@ -1,4 +1,4 @@
-import { spawn } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { mkdtempSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { connect as netConnect } from "node:net";
 import { tmpdir } from "node:os";
@@ -9,7 +9,13 @@ import { CommandError, ConnectionLostError, DeployError, describeError } from ".
 import { MemoryLog } from "../../src/core/log.js";
 import { forgetSecrets, registerSecret } from "../../src/core/secrets.js";
 import { fingerprint, parseKnownHosts, pinnedKeys } from "../../src/ssh/known-hosts.js";
-import { connect, parsePrivateKey, type SshConnection } from "../../src/ssh/session.js";
+import {
+  connect,
+  connectAlgorithms,
+  loginShellCommand,
+  parsePrivateKey,
+  type SshConnection,
+} from "../../src/ssh/session.js";
 
 const { Server, utils } = ssh2;
 
@@ -17,11 +23,18 @@ const { Server, utils } = ssh2;
  * A real SSH server in the test process (ssh2's Server): exec runs `sh -c` locally, direct-tcpip
  * tunnels connect for real. It counts handshakes and authentication attempts.
  */
-function startServer(opts: { allowedKey: string; hostKey: string; acceptPublicKey?: boolean }) {
+function startServer(opts: {
+  allowedKey: string;
+  hostKey: string;
+  acceptPublicKey?: boolean;
+  algorithms?: ssh2.Algorithms;
+  /** The user's login shell as sshd would run it: `shell -c <command>`. */
+  loginShell?: "sh" | "fish-like" | "csh-like";
+}) {
   const allowed = utils.parseKey(opts.allowedKey) as ssh2.ParsedKey;
   const stats = { connections: 0, authAttempts: 0, ready: 0 };
   const clients = new Set<ssh2.Connection>();
-  const server = new Server({ hostKeys: [opts.hostKey] }, (client) => {
+  const server = new Server({ hostKeys: [opts.hostKey], algorithms: opts.algorithms }, (client) => {
     stats.connections++;
     clients.add(client);
     client.on("authentication", (ctx) => {
@@ -40,7 +53,7 @@ function startServer(opts: { allowedKey: string; hostKey: string; acceptPublicKe
         const session = accept();
         session.on("exec", (acceptExec, _reject, info) => {
           const stream = acceptExec();
-          const child = spawn("/bin/sh", ["-c", info.command]);
+          const child = spawn("/bin/sh", ["-c", asLoginShell(opts.loginShell ?? "sh", info.command)]);
           stream.pipe(child.stdin);
           child.stdout.pipe(stream, { end: false });
           child.stderr.pipe(stream.stderr, { end: false });
@@ -75,6 +88,17 @@ function startServer(opts: { allowedKey: string; hostKey: string; acceptPublicKe
       });
     },
   );
+}
+
+/**
+ * What a non-POSIX login shell does to a command line before anything runs, reduced to the two
+ * rules that break POSIX quoting: fish reads `\\` inside single quotes as one backslash; csh
+ * refuses a quoted newline and expands `!` history even inside single quotes.
+ */
+function asLoginShell(shell: "sh" | "fish-like" | "csh-like", command: string): string {
+  if (shell === "fish-like") return command.replace(/\\\\/g, "\\");
+  if (shell === "csh-like" && /[\n!]/.test(command)) return "echo 'Unmatched quote.' >&2; exit 1";
+  return command;
 }
 
 const clientPair = utils.generateKeyPairSync("ed25519");
@@ -187,6 +211,80 @@ describe("a connection lost mid-run", () => {
       expect(describeError(later)).toContain("What to do: Check that the host is up and its sshd answers");
     } finally {
       await conn.close();
+      srv.close();
+    }
+  });
+});
+
+describe("scripts run under /bin/sh whatever the login shell", () => {
+  // Backslashes, quotes, `!`, `%`, `$`, newlines and non-ASCII: what real scripts contain.
+  const script = [
+    "set -eu",
+    `x='a b'; y="$x \\\\ \\$HOME !bang 100% \`echo hi\`"`,
+    `printf '%s|\\n' "$y" "été"`,
+    "printf '%s\\n' 'a\\b' | sed 's#\\\\#/#'",
+    "cat <<EOF",
+    "here $x",
+    "EOF",
+    "exit 3",
+  ].join("\n");
+  const expected = "a b \\ $HOME !bang 100% hi|\nété|\na/b\nhere a b\n";
+
+  test("the command line is one word every login shell leaves alone", () => {
+    const line = loginShellCommand(script);
+    expect(line).toMatch(/^exec \/bin\/sh -c '(?:[^'\\\n!]|\\[0-7]{3})*'$/);
+  });
+
+  test.each([["sh"], ["bash"], ["dash"]])("%s as the login shell runs the script as sh would", (shell) => {
+    const r = spawnSync(shell, ["-c", loginShellCommand(script)], { encoding: "utf8" });
+    expect(r.stdout).toBe(expected);
+    expect(r.status).toBe(3);
+  });
+
+  test.each([["fish-like" as const], ["csh-like" as const]])(
+    "over SSH with a %s login shell, the script is unchanged",
+    async (loginShell) => {
+      const srv = await startServer({ allowedKey: clientPair.public, hostKey: hostPair.private, loginShell });
+      try {
+        const conn = await connect(endpoint(srv.port), key, pinnedFor(srv.port), opts);
+        const r = await conn.run({ what: "script", script, allowFailure: true });
+        expect(r.stdout).toBe(expected);
+        expect(r.exitCode).toBe(3);
+        await conn.close();
+      } finally {
+        srv.close();
+      }
+    },
+  );
+});
+
+describe("algorithms are pinned to current ones", () => {
+  test("no SHA-1, no ssh-rsa signatures, no CBC; pinned key types first", () => {
+    const rsa = utils.generateKeyPairSync("rsa", { bits: 2048 });
+    const [type, b64] = rsa.public.trim().split(" ");
+    const a = connectAlgorithms(pinnedKeys(parseKnownHosts(`h ${type} ${b64}`), "h", 22));
+    const all = Object.values(a).flat() as string[];
+    expect(all.filter((x) => /sha1|ssh-rsa|cbc|md5|ssh-dss/.test(x))).toEqual([]);
+    expect((a.serverHostKey as string[]).slice(0, 2)).toEqual(["rsa-sha2-512", "rsa-sha2-256"]);
+    expect(a.serverHostKey).toContain("ssh-ed25519");
+  });
+
+  test.each([
+    ["an ssh-rsa (SHA-1) host key signature", { serverHostKey: ["ssh-rsa"] }],
+    ["a SHA-1 key exchange", { kex: ["diffie-hellman-group14-sha1"] }],
+    ["a CBC cipher", { cipher: ["aes128-cbc"] }],
+    ["a SHA-1 MAC", { cipher: ["aes128-ctr"], hmac: ["hmac-sha1"] }],
+  ] as [string, ssh2.Algorithms][])("a server that only offers %s is refused", async (_what, algorithms) => {
+    const rsa = utils.generateKeyPairSync("rsa", { bits: 2048 });
+    const srv = await startServer({ allowedKey: clientPair.public, hostKey: rsa.private, algorithms });
+    try {
+      const err = await connect(endpoint(srv.port), key, pinnedFor(srv.port, rsa.public), opts).catch(
+        (e) => e,
+      );
+      if (!(err instanceof DeployError)) await err.close();
+      expect(err).toBeInstanceOf(DeployError);
+      expect(srv.stats.ready).toBe(0);
+    } finally {
       srv.close();
     }
   });
