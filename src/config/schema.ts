@@ -213,6 +213,9 @@ const environment = z.strictObject({
           database: z.string().regex(PG_NAME, PG_NAME_RULE).optional(),
           user: z.string().regex(PG_NAME, PG_NAME_RULE).optional(),
           keep: z.number().int().min(1).max(1000).default(7),
+          // Default (unset): restore when required, list otherwise; see verifyMode().
+          verify: z.enum(["list", "restore"]).optional(),
+          "verify-timeout": duration("10m", "24h"),
         })
         .refine((b) => b["database-env"] || b.database, {
           message: "set database-env (the env var holding the database URL) or database",
