@@ -270,6 +270,14 @@ const checkedEnvironment = environment.superRefine((e, ctx) => {
       path: ["blue-green", "service"],
       message: `must be one of compose.service (${e.compose.service.join(", ")})`,
     });
+  // switch: file names an nginx variable after it, and `$1...` would be a regex capture there.
+  if (bg?.proxy.switch === "file" && /^[0-9]/.test(bg.proxy["upstream-name"] ?? ""))
+    ctx.addIssue({
+      code: "custom",
+      path: ["blue-green", "proxy", "upstream-name"],
+      message:
+        "with switch: file it names the nginx variable $<upstream-name>_upstream: start it with a letter",
+    });
 });
 
 export const configSchema = z.strictObject({
