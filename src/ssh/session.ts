@@ -1,8 +1,8 @@
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { posix } from "node:path";
 import type { Duplex } from "node:stream";
 import ssh2 from "ssh2";
-import { quote, script, sh } from "../commands/shell.js";
+import { uploadScript } from "../commands/files.js";
 import { CommandError, ConfigError, ConnectionLostError, DeployError } from "../core/errors.js";
 import type { Log } from "../core/log.js";
 import { redact } from "../core/secrets.js";
@@ -321,20 +321,23 @@ export class SshConnection implements Remote {
     });
   }
 
-  /** Write a file atomically: into a temporary name beside it, then rename over the old one. */
+  /**
+   * Write a file atomically: into a temporary name beside it, checked against the size and
+   * sha256 sent, then renamed over the old one (uploadScript).
+   */
   async upload(remotePath: string, content: string | Buffer, mode = 0o644): Promise<void> {
-    const tmp = `${remotePath}.dk-${randomBytes(4).toString("hex")}`;
+    const bytes = typeof content === "string" ? Buffer.from(content) : content;
     await this.run({
       what: `upload ${posix.basename(remotePath)}`,
-      script: script(
-        "umask 077",
-        sh`mkdir -p ${posix.dirname(remotePath)}`,
-        sh`trap ${`rm -f ${quote(tmp)}`} EXIT`,
-        sh`cat > ${tmp}`,
-        sh`chmod ${mode.toString(8)} ${tmp}`,
-        sh`mv -f ${tmp} ${remotePath}`,
-      ),
-      stdin: content,
+      script: uploadScript({
+        path: remotePath,
+        tmp: `${remotePath}.dk-${randomBytes(4).toString("hex")}`,
+        mode,
+        bytes: bytes.length,
+        sha256: createHash("sha256").update(bytes).digest("hex"),
+      }),
+      stdin: bytes,
+      hint: "The file that arrived on the host is not the one sent (a connection cut or a full disk): the previous file is unchanged. Check the host's free space and the network, then run again.",
     });
   }
 
