@@ -138,6 +138,8 @@ const blueGreen = z.strictObject({
     // The user's own commands (like migrate.command), run on the host in a `set -eu` script.
     "test-command": z.string().min(1).refine(noNewline, "one line").optional(),
     "reload-command": z.string().min(1).refine(noNewline, "one line").default("nginx -s reload"),
+    // Each of test-command and reload-command is stopped after this long, on the host.
+    "reload-timeout": duration("30s", "5m"),
     // reload: rewrite the upstream and reload nginx on every switch. file: the include names both
     // colours and nginx reads the live one from a marker file per request, so a switch needs no
     // reload, and no keep-alive connection is closed by one.
@@ -147,6 +149,11 @@ const blueGreen = z.strictObject({
   }),
   drain: duration("5s", "1h"),
   "keep-warm": z.boolean().default(false),
+  /**
+   * Services of the compose file that run outside the colours (a database, a cache): deploy-kit
+   * never starts them per colour and never stops them; the operator runs them once.
+   */
+  "shared-services": z.array(serviceName).max(50).default([]),
 });
 
 const environment = z.strictObject({
@@ -270,6 +277,13 @@ const checkedEnvironment = environment.superRefine((e, ctx) => {
       path: ["blue-green", "service"],
       message: `must be one of compose.service (${e.compose.service.join(", ")})`,
     });
+  for (const [i, name] of (bg?.["shared-services"] ?? []).entries())
+    if (e.compose.service.includes(name))
+      ctx.addIssue({
+        code: "custom",
+        path: ["blue-green", "shared-services", i],
+        message: `${name} is deployed per colour (compose.service): a shared service runs outside the colours`,
+      });
 });
 
 export const configSchema = z.strictObject({
