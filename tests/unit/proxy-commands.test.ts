@@ -161,22 +161,32 @@ describe("switchUpstreamScript through a real shell", () => {
     },
   );
 
-  // A stand-in for nginx: a reload makes it serve what the upstream file says at that moment.
-  const loads = (file: string, dir: string) => `cp ${file} ${dir}/served`;
-
-  test("a reload that hangs after nginx read the new file: stopped at the deadline, the old file back and reloaded", () => {
-    const { dir, file } = setup();
+  /**
+   * A switch with a 1 s deadline through a real shell. `reload` gets the file and a stand-in for
+   * nginx (`served`): a reload makes it serve what the upstream file says at that moment.
+   */
+  const bounded = (reload: (loads: string, dir: string) => string, testCommand?: string) => {
+    const { dir, file, log } = setup();
+    const loads = `cp ${file} ${dir}/served`;
     const t = Date.now();
     const r = sh(
       switchUpstreamScript({
         file,
         content: "new\n",
-        // The first reload loads the new file, then hangs; the second returns at once.
-        reloadCommand: `${loads(file, dir)}; if ! [ -f ${dir}/once ]; then : > ${dir}/once; sleep 30; fi`,
+        reloadCommand: reload(loads, dir),
+        testCommand,
         timeoutS: 1,
       }),
     );
-    expect(Date.now() - t).toBeLessThan(8000);
+    return { dir, file, log, r, ms: Date.now() - t };
+  };
+
+  test("a reload that hangs after nginx read the new file: stopped at the deadline, the old file back and reloaded", () => {
+    // The first reload loads the new file, then hangs; the second returns at once.
+    const { dir, file, r, ms } = bounded(
+      (loads, dir) => `${loads}; if ! [ -f ${dir}/once ]; then : > ${dir}/once; sleep 30; fi`,
+    );
+    expect(ms).toBeLessThan(8000);
     expect(r.status).toBe(124);
     expect(r.stderr).toContain(
       "the proxy reload-command ran past its 1 s deadline (reload-timeout) and was stopped; the previous upstream file is back in place",
@@ -189,17 +199,8 @@ describe("switchUpstreamScript through a real shell", () => {
   });
 
   test("a reload that always hangs: the old file is back and the script says the proxy may serve either", () => {
-    const { dir, file } = setup();
-    const t = Date.now();
-    const r = sh(
-      switchUpstreamScript({
-        file,
-        content: "new\n",
-        reloadCommand: `${loads(file, dir)}; sleep 30`,
-        timeoutS: 1,
-      }),
-    );
-    expect(Date.now() - t).toBeLessThan(10_000);
+    const { file, r, ms } = bounded((loads) => `${loads}; sleep 30`);
+    expect(ms).toBeLessThan(10_000);
     expect(r.status).toBe(SWITCH_UNCERTAIN);
     expect(r.stderr).toContain(
       "reloading the proxy with the previous file failed too (exit 124): it may serve either colour",
@@ -208,19 +209,10 @@ describe("switchUpstreamScript through a real shell", () => {
   });
 
   test("a test command that hangs is stopped; no reload runs and the old file is back", () => {
-    const { dir, file, log } = setup();
-    const r = sh(
-      switchUpstreamScript({
-        file,
-        content: "new\n",
-        testCommand: "sleep 30",
-        reloadCommand: `echo reload >> ${log}; ${loads(file, dir)}`,
-        timeoutS: 1,
-      }),
-    );
+    const { dir, file, r } = bounded((loads, dir) => `echo reload >> ${dir}/reloads; ${loads}`, "sleep 30");
     expect(r.status).toBe(124);
     expect(r.stderr).toContain("the proxy test-command ran past its 1 s deadline");
-    expect(existsSync(log)).toBe(false);
+    expect(existsSync(join(dir, "reloads"))).toBe(false);
     expect(readFileSync(file, "utf8")).toBe("old\n");
   });
 
