@@ -223,6 +223,8 @@ const environment = z.strictObject({
           // Default (unset): restore when required, list otherwise; see verifyMode().
           verify: z.enum(["list", "restore"]).optional(),
           "verify-timeout": duration("10m", "24h"),
+          // A dump kept only on the host dies with it: copy each verified one to the runner.
+          "copy-to-runner": z.boolean().default(false),
         })
         .refine((b) => b["database-env"] || b.database, {
           message: "set database-env (the env var holding the database URL) or database",

@@ -1,8 +1,10 @@
 import { createHash, randomBytes } from "node:crypto";
+import { createWriteStream } from "node:fs";
 import { posix } from "node:path";
 import type { Duplex } from "node:stream";
 import ssh2 from "ssh2";
 import { uploadScript } from "../commands/files.js";
+import { script, sh } from "../commands/shell.js";
 import { CommandError, ConfigError, ConnectionLostError, DeployError } from "../core/errors.js";
 import type { Log } from "../core/log.js";
 import { redact } from "../core/secrets.js";
@@ -339,6 +341,58 @@ export class SshConnection implements Remote {
       stdin: bytes,
       hint: "The file that arrived on the host is not the one sent (a connection cut or a full disk): the previous file is unchanged. Check the host's free space and the network, then run again.",
     });
+  }
+
+  /**
+   * Copy a file from the host into `localPath`, byte for byte (stdout as a stream, never as text),
+   * returning what arrived: its size and sha256, for the caller to compare with the host's.
+   */
+  async download(remotePath: string, localPath: string): Promise<{ bytes: number; sha256: string }> {
+    if (this.closed) throw this.lost(`download ${posix.basename(remotePath)}`, "before");
+    const what = `download ${posix.basename(remotePath)}`;
+    const release = await this.slot();
+    try {
+      return await new Promise((resolve, reject) => {
+        this.client.exec(loginShellCommand(script(sh`cat ${remotePath}`)), (err, stream) => {
+          if (err) return reject(this.lost(what, "at the start of", err.message));
+          const hash = createHash("sha256");
+          const out = createWriteStream(localPath, { mode: 0o600 });
+          let bytes = 0;
+          let stderr = "";
+          let exitCode: number | undefined;
+          stream.on("data", (d: Buffer) => {
+            bytes += d.length;
+            hash.update(d);
+            out.write(d);
+          });
+          stream.stderr.on("data", (d: Buffer) => {
+            stderr = (stderr + d.toString()).slice(-STDERR_TAIL);
+          });
+          stream.on("exit", (code: number | null) => {
+            if (typeof code === "number") exitCode = code;
+          });
+          stream.on("close", () => {
+            out.end(() => {
+              if (exitCode === 0) resolve({ bytes, sha256: hash.digest("hex") });
+              else if (exitCode === undefined) reject(this.lost(what, "during"));
+              else
+                reject(
+                  new CommandError({
+                    command: `cat ${remotePath}`,
+                    what,
+                    exitCode,
+                    stderrTail: redact(stderr.trim()),
+                    host: this.alias,
+                  }),
+                );
+            });
+          });
+          stream.end();
+        });
+      });
+    } finally {
+      release();
+    }
   }
 
   /** A tunnel to host:port from this host (used when this connection is the jump host). */

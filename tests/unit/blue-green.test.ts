@@ -174,6 +174,9 @@ class FakeHost implements Remote {
     if (cmd.allowFailure) return { exitCode: 1, stdout: "", stderr };
     throw new DeployError(`h1: ${cmd.what} failed: ${stderr}`, { host: "h1" });
   }
+  async download(): Promise<never> {
+    throw new Error("this fake host holds no files to download");
+  }
   async upload(path: string, content: string | Buffer) {
     this.steps.push(`upload ${path.split("/").pop()}`);
     this.scripts.push("");

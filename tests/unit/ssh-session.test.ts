@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { CommandError, ConnectionLostError, DeployError, describeError } from "../../src/core/errors.js";
 import { MemoryLog } from "../../src/core/log.js";
 import { forgetSecrets, registerSecret } from "../../src/core/secrets.js";
+import { copyBackupToRunner } from "../../src/migrate/backup.js";
 import { fingerprint, parseKnownHosts, pinnedKeys } from "../../src/ssh/known-hosts.js";
 import {
   connect,
@@ -17,6 +18,7 @@ import {
   parsePrivateKey,
   type SshConnection,
 } from "../../src/ssh/session.js";
+import { FakeRemote } from "../support/fake-remote.js";
 
 const { Server, utils } = ssh2;
 
@@ -215,6 +217,31 @@ describe("SshConnection against a real SSH server", () => {
     expect(readdirSync(dir)).toEqual(["compose.yml"]);
   });
 
+  test("downloads byte for byte (binary), with the size and sha256 of what arrived", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "dk-down-"));
+    const data = Buffer.concat(
+      Array.from({ length: 400 }, (_, i) => Buffer.from([...Array(256).keys()].map((b) => (b + i) % 256))),
+    );
+    writeFileSync(`${dir}/dump`, data);
+    const got = await conn.download(`${dir}/dump`, `${dir}/copy`);
+    expect(got).toEqual({ bytes: data.length, sha256: createHash("sha256").update(data).digest("hex") });
+    expect(readFileSync(`${dir}/copy`).equals(data)).toBe(true);
+    const missing = await conn.download(`${dir}/nope`, `${dir}/copy2`).catch((e) => e);
+    expect(missing).toBeInstanceOf(CommandError);
+    expect(missing.message).toContain("download nope on web-1 exited 1");
+  });
+
+  test("copyBackupToRunner: the copy on the runner has the host file's size and sha256", async () => {
+    const host = mkdtempSync(join(tmpdir(), "dk-host-"));
+    const runner = mkdtempSync(join(tmpdir(), "dk-runner-"));
+    const dump = Buffer.from([0, 255, 10, 13, 0, 1, 2, 3, 0x1f, 0x8b]);
+    writeFileSync(`${host}/20260101T000000Z_r1.dump`, dump);
+    const copy = await copyBackupToRunner(conn, `${host}/20260101T000000Z_r1.dump`, `${runner}/backups`);
+    expect(copy).toBe(`${runner}/backups/web-1_20260101T000000Z_r1.dump`);
+    expect(readFileSync(copy).equals(dump)).toBe(true);
+    expect(readdirSync(`${runner}/backups`)).toEqual(["web-1_20260101T000000Z_r1.dump"]);
+  });
+
   test("many commands, one connection (channels are multiplexed and bounded)", async () => {
     const before = srv.stats.connections;
     const results = await Promise.all(
@@ -251,6 +278,22 @@ describe("an upload cut short on the way", () => {
       await conn.close();
       srv.close();
     }
+  });
+});
+
+describe("copyBackupToRunner when the copy is not the host's file", () => {
+  test("fails naming both checksums and leaves no file that looks like a backup", async () => {
+    const remote = new FakeRemote([[/checksum the backup/, { stdout: `10 ${"ab".repeat(32)}\n` }]]);
+    remote.files.set("/srv/shop/.deploy-kit/backups/x.dump", Buffer.from("0123456789"));
+    const runner = mkdtempSync(join(tmpdir(), "dk-runner-"));
+    const err = await copyBackupToRunner(remote, "/srv/shop/.deploy-kit/backups/x.dump", runner).catch(
+      (e) => e,
+    );
+    expect(err).toBeInstanceOf(DeployError);
+    expect(err.message).toContain(
+      `The copy of backup /srv/shop/.deploy-kit/backups/x.dump from t5-host-1 is not the host's file: 10 bytes with sha256 ${createHash("sha256").update("0123456789").digest("hex")}, the host has 10 bytes with sha256 ${"ab".repeat(32)}.`,
+    );
+    expect(readdirSync(runner)).toEqual([]);
   });
 });
 
