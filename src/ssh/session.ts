@@ -363,7 +363,11 @@ export class SshConnection implements Remote {
           stream.on("data", (d: Buffer) => {
             bytes += d.length;
             hash.update(d);
-            out.write(d);
+            // A dump can be larger than memory: let the disk set the pace.
+            if (!out.write(d)) {
+              stream.pause();
+              out.once("drain", () => stream.resume());
+            }
           });
           stream.stderr.on("data", (d: Buffer) => {
             stderr = (stderr + d.toString()).slice(-STDERR_TAIL);

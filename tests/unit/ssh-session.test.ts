@@ -220,7 +220,7 @@ describe("SshConnection against a real SSH server", () => {
   test("downloads byte for byte (binary), with the size and sha256 of what arrived", async () => {
     const dir = mkdtempSync(join(tmpdir(), "dk-down-"));
     const data = Buffer.concat(
-      Array.from({ length: 400 }, (_, i) => Buffer.from([...Array(256).keys()].map((b) => (b + i) % 256))),
+      Array.from({ length: 16_000 }, (_, i) => Buffer.from([...Array(256).keys()].map((b) => (b + i) % 256))),
     );
     writeFileSync(`${dir}/dump`, data);
     const got = await conn.download(`${dir}/dump`, `${dir}/copy`);
