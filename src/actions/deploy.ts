@@ -44,6 +44,7 @@ async function main(log: Log): Promise<void> {
     "image-ref": result.imageRef,
     "rolled-back": result.rolledBack,
     url: result.url,
+    "backup-copy": result.migrate?.outcome?.backup?.copy ?? "",
   });
   await writeSummary(pipelineTitle(result, i.environment), pipelineSections(result));
   if (result.error) throw result.error;

@@ -40,7 +40,7 @@ async function main(log: Log): Promise<void> {
   const env = selectEnvironment(config, i.environment);
   if (!env.migrate) {
     log.info(`Environment ${i.environment} has no \`migrate\` section: nothing to run.`);
-    setOutputs({ backup: "", applied: false, plan: "" });
+    setOutputs({ backup: "", "backup-copy": "", applied: false, plan: "" });
     await writeSummary(`deploy-kit: no migrations for ${i.environment}`, [
       { lines: ["The environment has no `migrate` section."] },
     ]);
@@ -73,6 +73,7 @@ async function main(log: Log): Promise<void> {
     );
     setOutputs({
       backup: report.outcome?.backup?.path ?? "",
+      "backup-copy": report.outcome?.backup?.copy ?? "",
       applied: report.outcome?.applied ?? false,
       plan: report.outcome?.plan ?? "",
     });

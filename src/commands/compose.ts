@@ -46,8 +46,10 @@ export function composeLine(p: ComposeProject, args: readonly string[]): string 
  * Start the release: never builds on the server, and removes containers of services the compose
  * file no longer has. No --wait: compose v1 ignores it and deploys nothing, so health is polled.
  */
-export function composeUpScript(p: ComposeProject): string {
-  return script(composeLine(p, ["up", "-d", "--no-build", "--remove-orphans"]));
+export function composeUpScript(p: ComposeProject, only?: readonly string[]): string {
+  // `only`: these services and not their dependencies (blue-green's shared services run elsewhere).
+  const services = only ? ["--no-deps", ...only] : [];
+  return script(composeLine(p, ["up", "-d", "--no-build", "--remove-orphans", ...services]));
 }
 
 /**

@@ -94,6 +94,7 @@ export function switchMarkerScript(o: {
   color: Color;
   reloadCommand: string;
   testCommand?: string;
+  timeoutS: number;
 }): string {
   const marker = greenMarker(o.file);
   return script(
@@ -114,36 +115,66 @@ export function readMarkerScript(file: string): string {
   );
 }
 
+/** switchUpstreamScript's exit status when the proxy may serve either file: both colours must stay. */
+export const SWITCH_UNCERTAIN = 125;
+
 /**
  * Point the proxy at a color: write the upstream file beside the old one and rename it into place
  * (nginx never reads half a file), test the config when a test command is given, reload. If the
  * test or the reload fails the previous file is put back, so the file always matches what the
- * proxy serves, and the script fails with the command's exit status.
+ * proxy serves, and the script fails with the command's exit status. Each command is stopped after
+ * `timeoutS` seconds by the host itself (exit 124), so the SSH step's own deadline never cuts the
+ * script between writing the file and putting it back. A reload stopped that way may already have
+ * made nginx read the new file: it is reloaded again with the previous one, and if that fails too
+ * the script exits SWITCH_UNCERTAIN: nginx may serve either colour.
  */
 export function switchUpstreamScript(o: {
   file: string;
   content: string;
   reloadCommand: string;
   testCommand?: string;
+  timeoutS: number;
 }): string {
   const prev = `${o.file}.dk-prev`;
   const next = `${o.file}.dk-new`;
+  const out = `${o.file}.dk-out`;
+  const late = `${o.file}.dk-late`;
   return script(
     sh`f=${o.file}`,
     sh`mkdir -p "$(dirname "$f")"`,
     sh`printf '%s' ${o.content} > ${next}`,
     sh`if [ -f "$f" ]; then cp -p "$f" ${prev}; else rm -f ${prev}; fi`,
     sh`mv -f ${next} "$f"`,
+    // bounded <command>: runs it under the deadline; its output goes to a file, so a child it
+    // leaves behind cannot hold the SSH channel open.
+    "bounded() {",
+    sh`  rm -f ${late}`,
+    sh`  sh -euc "$1" > ${out} 2>&1 &`,
+    "  dk_pid=$!",
+    sh`  ( sleep ${o.timeoutS}; : > ${late}; kill -TERM "$dk_pid"; sleep 2; kill -KILL "$dk_pid" ) >/dev/null 2>&1 &`,
+    "  dk_timer=$!",
+    `  dk_rc=0; wait "$dk_pid" || dk_rc=$?`,
+    `  kill "$dk_timer" 2>/dev/null || true`,
+    sh`  cat ${out} >&2; rm -f ${out}`,
+    sh`  if [ -f ${late} ]; then rm -f ${late}; return 124; fi`,
+    `  return "$dk_rc"`,
+    "}",
     "restore() {",
     sh`  if [ -f ${prev} ]; then mv -f ${prev} "$f"; else rm -f "$f"; fi`,
-    `  echo "$1 failed (exit $2); the previous upstream file is back in place" >&2`,
-    `  exit "$2"`,
+    `  if [ "$2" -ne 124 ]; then echo "$1 failed (exit $2); the previous upstream file is back in place" >&2; exit "$2"; fi`,
+    sh`  echo "$1 ran past its ${o.timeoutS} s deadline (reload-timeout) and was stopped; the previous upstream file is back in place" >&2`,
+    `  [ "$3" = reload ] || exit 124`,
+    // The stopped reload may have got as far as making nginx read the new file.
+    `  dk_again=0; bounded "$4" || dk_again=$?`,
+    `  if [ "$dk_again" -eq 0 ]; then echo "the proxy was reloaded with the previous file" >&2; exit 124; fi`,
+    `  echo "reloading the proxy with the previous file failed too (exit $dk_again): it may serve either colour" >&2`,
+    `  exit ${SWITCH_UNCERTAIN}`,
     "}",
     "rc=0",
     o.testCommand
-      ? sh`sh -euc ${o.testCommand} || rc=$?; [ "$rc" -eq 0 ] || restore 'the proxy test-command' "$rc"`
+      ? sh`bounded ${o.testCommand} || rc=$?; [ "$rc" -eq 0 ] || restore 'the proxy test-command' "$rc" test`
       : undefined,
-    sh`sh -euc ${o.reloadCommand} || rc=$?; [ "$rc" -eq 0 ] || restore 'the proxy reload-command' "$rc"`,
+    sh`bounded ${o.reloadCommand} || rc=$?; [ "$rc" -eq 0 ] || restore 'the proxy reload-command' "$rc" reload ${o.reloadCommand}`,
     sh`rm -f ${prev}`,
   );
 }
@@ -168,12 +199,13 @@ export function colorOverride(o: {
 }
 
 /**
- * Stop a color's service containers (found by compose's labels, so no compose file is needed).
- * Prints `stopped <n>`. `docker stop` honours each container's own stop timeout.
+ * Stop a color's service containers (found by compose's labels, so no compose file is needed),
+ * except those of the services in `keep` (blue-green.shared-services, which run outside the
+ * colours). Prints `stopped <n>`. `docker stop` honours each container's own stop timeout.
  */
-export function stopColorScript(project: string): string {
+export function stopColorScript(project: string, keep: readonly string[] = []): string {
   return script(
-    sh`ids=$(docker ps -q --filter ${`label=com.docker.compose.project=${project}`} --filter label=com.docker.compose.oneoff=False)`,
+    sh`ids=$(docker ps --filter ${`label=com.docker.compose.project=${project}`} --filter label=com.docker.compose.oneoff=False --format '{{.ID}} {{.Label "com.docker.compose.service"}}' | while read -r id svc; do case ${` ${keep.join(" ")} `} in *" $svc "*) ;; *) echo "$id" ;; esac; done)`,
     `if [ -n "$ids" ]; then docker stop $ids >/dev/null; fi`,
     `set -- $ids`,
     `echo "stopped $#"`,

@@ -138,6 +138,8 @@ const blueGreen = z.strictObject({
     // The user's own commands (like migrate.command), run on the host in a `set -eu` script.
     "test-command": z.string().min(1).refine(noNewline, "one line").optional(),
     "reload-command": z.string().min(1).refine(noNewline, "one line").default("nginx -s reload"),
+    // Each of test-command and reload-command is stopped after this long, on the host.
+    "reload-timeout": duration("30s", "5m"),
     // reload: rewrite the upstream and reload nginx on every switch. file: the include names both
     // colours and nginx reads the live one from a marker file per request, so a switch needs no
     // reload, and no keep-alive connection is closed by one.
@@ -147,6 +149,11 @@ const blueGreen = z.strictObject({
   }),
   drain: duration("5s", "1h"),
   "keep-warm": z.boolean().default(false),
+  /**
+   * Services of the compose file that run outside the colours (a database, a cache): deploy-kit
+   * never starts them per colour and never stops them; the operator runs them once.
+   */
+  "shared-services": z.array(serviceName).max(50).default([]),
 });
 
 const environment = z.strictObject({
@@ -216,6 +223,8 @@ const environment = z.strictObject({
           // Default (unset): restore when required, list otherwise; see verifyMode().
           verify: z.enum(["list", "restore"]).optional(),
           "verify-timeout": duration("10m", "24h"),
+          // A dump kept only on the host dies with it: copy each verified one to the runner.
+          "copy-to-runner": z.boolean().default(false),
         })
         .refine((b) => b["database-env"] || b.database, {
           message: "set database-env (the env var holding the database URL) or database",
@@ -278,6 +287,13 @@ const checkedEnvironment = environment.superRefine((e, ctx) => {
       message:
         "with switch: file it names the nginx variable $<upstream-name>_upstream: start it with a letter",
     });
+  for (const [i, name] of (bg?.["shared-services"] ?? []).entries())
+    if (e.compose.service.includes(name))
+      ctx.addIssue({
+        code: "custom",
+        path: ["blue-green", "shared-services", i],
+        message: `${name} is deployed per colour (compose.service): a shared service runs outside the colours`,
+      });
 });
 
 export const configSchema = z.strictObject({

@@ -23,13 +23,14 @@ import {
   parseUpstream,
   readMarkerScript,
   readUpstreamScript,
+  SWITCH_UNCERTAIN,
   stopColorScript,
   switchMarkerScript,
   switchUpstreamScript,
 } from "../commands/proxy.js";
 import { activateReleaseScript, statePaths } from "../commands/release.js";
 import type { Environment } from "../config/schema.js";
-import { ConfigError, DeployError } from "../core/errors.js";
+import { CommandError, ConfigError, ConnectionLostError, DeployError } from "../core/errors.js";
 import type { LedgerEntry } from "../release/ledger.js";
 import type { Remote } from "../ssh/types.js";
 import type { ComposeSource } from "./compose-file.js";
@@ -72,16 +73,70 @@ export function blueGreenOf(env: Environment): BlueGreen {
 
 export const proxiedService = (env: Environment, bg: BlueGreen) => bg.service ?? env.compose.service[0]!;
 
+/** Images that keep state of their own: a second, empty copy per colour loses it. */
+const STATEFUL_IMAGE =
+  /^(postgres(ql)?|postgis|timescaledb(-ha)?|mysql(-server)?|mariadb|percona(-server)?|mongo(db)?|redis(-stack(-server)?)?|valkey|keydb|rabbitmq|elasticsearch|opensearch|cassandra|couchdb|neo4j|influxdb|clickhouse(-server)?|minio|kafka|zookeeper|etcd|cockroach|mssql-server|nats|memgraph)$/;
+
+interface ComposeService {
+  image?: unknown;
+  ports?: unknown[];
+  volumes?: unknown[];
+}
+
+/** The repository part of an image, last component, without registry, tag or digest. */
+const imageBase = (image: string) =>
+  image
+    .split("@")[0]!
+    .split("/")
+    .pop()!
+    .replace(/:[^:]*$/, "")
+    .toLowerCase();
+
 /**
- * Each color publishes the proxied service on its own port through deploy-kit's override, and
- * compose concatenates the `ports` of merged files: a port the user's file publishes itself would
- * be taken twice. Refuse that before anything changes.
+ * Why a service must not run once per colour, if it must not: a known stateful image, or a
+ * named volume compose scopes to the project (each colour would get its own, empty).
+ */
+export function statefulReasons(svc: ComposeService, volumes: Record<string, unknown>): string[] {
+  const reasons: string[] = [];
+  if (typeof svc.image === "string" && STATEFUL_IMAGE.test(imageBase(svc.image)))
+    reasons.push(`its image ${svc.image} keeps data`);
+  for (const v of Array.isArray(svc.volumes) ? svc.volumes : []) {
+    const source =
+      typeof v === "string"
+        ? v.split(":").length > 1
+          ? v.split(":")[0]
+          : undefined
+        : (v as { type?: unknown; source?: unknown })?.type === "volume"
+          ? (v as { source?: unknown }).source
+          : undefined;
+    // Paths (bind mounts) and ${...} are the host's; a bare name is a compose volume.
+    if (typeof source !== "string" || !/^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(source)) continue;
+    const def = (volumes[source] ?? {}) as { name?: unknown; external?: unknown };
+    if (def.name || def.external) continue;
+    reasons.push(
+      `its named volume ${source} belongs to the compose project, so each colour gets a new, empty one`,
+    );
+  }
+  return reasons;
+}
+
+/**
+ * Checks of the compose file that blue-green needs, before anything changes (run at compose
+ * load and again per host). Each color publishes the proxied service on its own port through
+ * deploy-kit's override, and compose concatenates the `ports` of merged files: a port the user's
+ * file publishes itself would be taken twice. Each colour is its own compose project: a stateful
+ * service in it would get a new, empty copy per colour, and the first switch would stop the real
+ * one, so such a service must be split out or listed in blue-green.shared-services.
  */
 export function checkColorCompose(compose: ComposeSource, env: Environment): void {
   const bg = blueGreenOf(env);
   const service = proxiedService(env, bg);
-  const doc = parse(compose.content) as { services?: Record<string, { ports?: unknown[] }> };
-  const ports = doc?.services?.[service]?.ports;
+  const doc = parse(compose.content) as {
+    services?: Record<string, ComposeService>;
+    volumes?: Record<string, unknown>;
+  };
+  const services = doc?.services ?? {};
+  const ports = services[service]?.ports;
   if (Array.isArray(ports) && ports.length) {
     throw new ConfigError(
       `strategy: blue-green publishes service ${service} on blue-green.ports (${bg.ports.blue} blue, ${bg.ports.green} green), but ${compose.name} publishes it too (ports: ${JSON.stringify(ports)}); nothing was changed.`,
@@ -90,6 +145,33 @@ export function checkColorCompose(compose: ComposeSource, env: Environment): voi
       },
     );
   }
+  const shared = bg["shared-services"];
+  const unknown = shared.filter((s) => !(s in services));
+  if (unknown.length) {
+    throw new ConfigError(
+      `blue-green.shared-services names ${unknown.join(", ")}, which ${compose.name} does not define; nothing was changed.`,
+      { hint: `Services in ${compose.name}: ${Object.keys(services).join(", ") || "(none)"}.` },
+    );
+  }
+  const stateful = Object.entries(services)
+    .filter(([name]) => !shared.includes(name))
+    .map(([name, svc]) => ({ name, reasons: statefulReasons(svc ?? {}, doc?.volumes ?? {}) }))
+    .filter((s) => s.reasons.length);
+  if (stateful.length) {
+    throw new ConfigError(
+      `strategy: blue-green runs every service of ${compose.name} once per colour, and ${stateful.map((s) => `service ${s.name} keeps state (${s.reasons.join("; ")})`).join(", ")}: the new colour would start with an empty copy and the switch would stop the real one. Nothing was changed.`,
+      {
+        hint: `Split ${stateful.map((s) => s.name).join(", ")} out of the colours: run it in its own compose project (or use a managed service) and list it in blue-green.shared-services: [${stateful.map((s) => s.name).join(", ")}], which deploy-kit then never starts per colour and never stops. A volume that may be shared by both colours of an app service gets a fixed \`name:\` in the top-level volumes.`,
+      },
+    );
+  }
+}
+
+/** The services a colour runs: the compose file's, without the shared ones. */
+export function colorServices(compose: ComposeSource, bg: BlueGreen): string[] | undefined {
+  if (!bg["shared-services"].length) return undefined;
+  const doc = parse(compose.content) as { services?: Record<string, unknown> };
+  return Object.keys(doc?.services ?? {}).filter((s) => !bg["shared-services"].includes(s));
 }
 
 /** The color the proxy serves now: the upstream file's marker, else the ledger's last good color. */
@@ -141,6 +223,20 @@ function colorCompose(ctx: ReleaseContext, bin: ComposeBin, color: Color, releas
   };
 }
 
+/**
+ * The switch step's own deadline, past the host's: test, reload and a second reload, each bounded
+ * by reload-timeout on the host, plus margin. Only a host that stops answering reaches it.
+ */
+const switchDeadline = (bg: BlueGreen) => 3 * bg.proxy["reload-timeout"] + 30_000;
+
+/**
+ * A switch whose outcome is unknown: the host said nginx may serve either file, or the step was
+ * cut by its deadline or a lost connection somewhere between writing the file and putting it back.
+ */
+const uncertainSwitch = (e: unknown) =>
+  (e instanceof CommandError && (e.exitCode === SWITCH_UNCERTAIN || e.exitCode === null)) ||
+  e instanceof ConnectionLostError;
+
 async function switchProxy(
   host: ColorHost,
   ctx: ReleaseContext,
@@ -162,9 +258,10 @@ async function switchProxy(
         color: to.color,
         reloadCommand: bg.proxy["reload-command"],
         testCommand: bg.proxy["test-command"],
+        timeoutS: bg.proxy["reload-timeout"] / 1000,
       }),
-      timeoutMs: 60_000,
-      hint: "The proxy's test or reload command failed when the include was written; it was put back. Check blue-green.proxy (reload-command, test-command) and that the deploy user may run them.",
+      timeoutMs: switchDeadline(bg),
+      hint: "The proxy's test or reload command failed or ran past reload-timeout when the include was written; it was put back. Check blue-green.proxy (reload-command, test-command, reload-timeout) and that the deploy user may run them.",
     });
     if (res.stdout.includes("reloaded"))
       ctx.log.info(
@@ -186,10 +283,29 @@ async function switchProxy(
       content,
       reloadCommand: bg.proxy["reload-command"],
       testCommand: bg.proxy["test-command"],
+      timeoutS: bg.proxy["reload-timeout"] / 1000,
     }),
-    timeoutMs: 60_000,
-    hint: "The proxy's test or reload command failed; the upstream file was put back. Check blue-green.proxy (reload-command, test-command) and that the deploy user may run them.",
+    timeoutMs: switchDeadline(bg),
+    hint: "The proxy's test or reload command failed or ran past reload-timeout; the upstream file was put back. Check blue-green.proxy (reload-command, test-command, reload-timeout) and that the deploy user may run them.",
   });
+}
+
+/** What the proxy's file selects now, for a message; never throws. */
+async function readProxyFile(host: ColorHost, bg: BlueGreen): Promise<string> {
+  const file = bg.proxy["upstream-file"];
+  try {
+    const res = await host.remote.run({
+      what: "read the proxy's upstream file back",
+      script: bg.proxy.switch === "file" ? readMarkerScript(file) : readUpstreamScript(file),
+      timeoutMs: 15_000,
+    });
+    const text = res.stdout.trim();
+    if (bg.proxy.switch === "file") return text ? `${text} (marker)` : "no include";
+    const m = /color=(blue|green)/.exec(text);
+    return m ? m[1]! : text ? "a file deploy-kit did not write" : "no file";
+  } catch (e) {
+    return `unknown (${oneLine(e)})`;
+  }
 }
 
 /** Ask the proxy, from the host, until it answers 2xx/3xx or verify-timeout passes. */
@@ -245,7 +361,8 @@ async function stopColor(
     project === ctx.config.app ? `project ${project} (a recreate deploy's)` : `the ${color} color`;
   const res = await host.remote.run({
     what: `stop ${label}`,
-    script: stopColorScript(project),
+    // Shared services (blue-green.shared-services) may run in project <app>: never stop them.
+    script: stopColorScript(project, blueGreenOf(ctx.env)["shared-services"]),
     timeoutMs: 5 * 60_000,
     allowFailure: true,
   });
@@ -308,7 +425,8 @@ export async function releaseOnIdleColor(
     } else {
       await remote.run({
         what: `docker compose up (${color})`,
-        script: composeUpScript(project),
+        // Shared services run outside the colours: start only the colour's own, without deps.
+        script: composeUpScript(project, colorServices(ctx.compose, bg)),
         timeoutMs: COMPOSE_UP_TIMEOUT,
         onLine: (l) => ctx.log.debug(`[${alias}] ${l}`),
         hint: "Compose could not start the new color; its error is above. The compose file and the operator's .env on the host must work together.",
@@ -332,8 +450,16 @@ export async function releaseOnIdleColor(
     host.touched = true;
     await switchProxy(host, ctx, bg, { color, release: rel.base.id });
   } catch (e) {
-    // The script put the previous upstream file back; the proxy still serves the old color.
     host.touched = false;
+    if (uncertainSwitch(e)) {
+      // nginx may serve either colour: stopping one could stop what serves. Both keep running.
+      const file = await readProxyFile(host, bg);
+      return fail(
+        e,
+        `the proxy switch to ${color} did not finish (the upstream file now says: ${file}), so nginx may serve either colour: ${color} and ${live?.color ?? "the previous containers"} are both left running. Run \`${bg.proxy["reload-command"]}\` on the host once it answers, then deploy again (or roll back)`,
+      );
+    }
+    // The script put the previous upstream file back; the proxy still serves the old color.
     await stopColor(host, ctx, color);
     return fail(e, "the proxy could not be switched");
   }

@@ -5,6 +5,7 @@ import type { Environment } from "../config/schema.js";
 import { findCommittedSecrets } from "../config/secret-scan.js";
 import { ConfigError } from "../core/errors.js";
 import { workspacePath } from "../core/workspace.js";
+import { checkColorCompose } from "./blue-green.js";
 
 /** The user's compose file, read from the repository, ready to upload. */
 export interface ComposeSource {
@@ -70,5 +71,8 @@ export async function loadComposeSource(env: Environment): Promise<ComposeSource
       },
     );
   }
-  return parseComposeSource(basename(file), content, env.compose.service, env.compose.file);
+  const source = parseComposeSource(basename(file), content, env.compose.service, env.compose.file);
+  // Before any host is touched: what blue-green cannot run safely is refused here.
+  if (env.strategy === "blue-green") checkColorCompose(source, env);
+  return source;
 }

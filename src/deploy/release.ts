@@ -101,7 +101,7 @@ export function checkImageRef(ref: string): void {
   }
 }
 
-function checkRegistry(r?: RegistryCredentials): void {
+export function checkRegistry(r?: RegistryCredentials): void {
   if (!r) return;
   registerSecret(r.password);
   if (!r.username || !r.password) {

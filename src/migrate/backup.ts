@@ -1,5 +1,9 @@
+import { mkdir, rename, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { basename, join } from "node:path";
 import type { ComposeProject } from "../commands/compose.js";
 import { composeLine } from "../commands/compose.js";
+import { fileDigestScript } from "../commands/files.js";
 import {
   BACKUP_RESULT,
   backupFileName,
@@ -36,6 +40,8 @@ export interface DbTarget {
 export interface BackupResult {
   /** Path of the verified dump on the host. */
   path: string;
+  /** copy-to-runner: where the sha256-checked copy is on the runner. */
+  copy?: string;
   bytes: number;
   /** Objects pg_restore --list found in it. */
   entries: number;
@@ -137,6 +143,40 @@ export async function takeBackup(
       host: t.remote.alias,
     });
   return { path, bytes: Number(bytes) || 0, entries: Number(entries) || 0, ...(trial ? { trial } : {}) };
+}
+
+/** Where copy-to-runner puts dumps: under the job's RUNNER_TEMP, for actions/upload-artifact. */
+export function runnerBackupDir(): string {
+  return join(process.env.RUNNER_TEMP || tmpdir(), "deploy-kit-backups");
+}
+
+/**
+ * Copy a verified dump off the host to `dir` on the runner. The copy counts only when its size and
+ * sha256 are the host file's; a partial copy is removed, never left looking like a backup.
+ */
+export async function copyBackupToRunner(remote: Remote, path: string, dir: string): Promise<string> {
+  const res = await remote.run({
+    what: `checksum the backup ${basename(path)}`,
+    script: fileDigestScript(path),
+    hint: "The host needs sha256sum (coreutils or busybox), shasum or openssl to prove the copy.",
+  });
+  const [bytes, sha256] = res.stdout.trim().split(" ");
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  const target = join(dir, `${remote.alias}_${basename(path)}`);
+  const partial = `${target}.partial`;
+  try {
+    const got = await remote.download(path, partial);
+    if (String(got.bytes) !== bytes || got.sha256 !== sha256) {
+      throw new DeployError(
+        `The copy of backup ${path} from ${remote.alias} is not the host's file: ${got.bytes} bytes with sha256 ${got.sha256}, the host has ${bytes} bytes with sha256 ${sha256}.`,
+        { host: remote.alias, hint: "Run again; the backup itself is on the host and was verified there." },
+      );
+    }
+    await rename(partial, target);
+    return target;
+  } finally {
+    await rm(partial, { force: true });
+  }
 }
 
 /** The exact command an operator runs on the host to put a backup back by hand. */

@@ -4,7 +4,14 @@ import type { Environment } from "../config/schema.js";
 import { ConfigError, DeployError } from "../core/errors.js";
 import type { Log } from "../core/log.js";
 import type { Remote } from "../ssh/types.js";
-import { type BackupResult, describeVerification, restoreCommand, takeBackup } from "./backup.js";
+import {
+  type BackupResult,
+  copyBackupToRunner,
+  describeVerification,
+  restoreCommand,
+  runnerBackupDir,
+  takeBackup,
+} from "./backup.js";
 import { oneOffScript, TIMED_OUT } from "./commands.js";
 
 export interface MigrateContext {
@@ -100,6 +107,10 @@ export async function runMigrations(ctx: MigrateContext, log: Log): Promise<Migr
         log.info(
           `backup ${res.path}: ${res.bytes} bytes, ${res.entries} entries (${describeVerification(res)})`,
         );
+        if (b["copy-to-runner"]) {
+          res.copy = await copyBackupToRunner(ctx.remote, res.path, runnerBackupDir());
+          log.info(`backup copied off the host, sha256 checked: ${res.copy}`);
+        }
         return res;
       } catch (e) {
         if (b.required) {

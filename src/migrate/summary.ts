@@ -6,7 +6,7 @@ import { describeVerification, size } from "./backup.js";
 export function migrateSections(r: MigrateReport): SummarySection[] {
   const o = r.outcome;
   const backup = o?.backup
-    ? `\`${o.backup.path}\` (${size(o.backup.bytes)}, ${o.backup.entries} entries, ${describeVerification(o.backup)})`
+    ? `\`${o.backup.path}\` (${size(o.backup.bytes)}, ${o.backup.entries} entries, ${describeVerification(o.backup)})${o.backup.copy ? `; copy on the runner: \`${o.backup.copy}\`` : ""}`
     : "none";
   const result = r.error
     ? `failed: ${r.error.message.split("\n")[0]}`

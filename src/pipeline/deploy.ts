@@ -7,6 +7,8 @@ import { announce } from "../deploy/announce.js";
 import type { SshSecrets } from "../deploy/hosts.js";
 import { type HeldLockRecord, type LockStateStore, withLockedEnvironment } from "../deploy/operation.js";
 import {
+  checkImageRef,
+  checkRegistry,
   type DeployResult,
   deployRelease,
   type RegistryCredentials,
@@ -129,6 +131,10 @@ export async function runPipeline(req: PipelineRequest): Promise<PipelineResult>
   };
   await status("in_progress", `deploying ${req.imageRef}`);
   try {
+    // Migrations run before the deploy step would check these: a bad image-ref must fail before
+    // any host is touched, not after the schema changed for an image that cannot be deployed.
+    checkImageRef(req.imageRef);
+    checkRegistry(req.registry);
     await withLockedEnvironment(
       {
         configFile: req.configFile,

@@ -1,8 +1,10 @@
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
+import { createWriteStream } from "node:fs";
 import { posix } from "node:path";
 import type { Duplex } from "node:stream";
 import ssh2 from "ssh2";
-import { quote, script, sh } from "../commands/shell.js";
+import { uploadScript } from "../commands/files.js";
+import { script, sh } from "../commands/shell.js";
 import { CommandError, ConfigError, ConnectionLostError, DeployError } from "../core/errors.js";
 import type { Log } from "../core/log.js";
 import { redact } from "../core/secrets.js";
@@ -321,21 +323,80 @@ export class SshConnection implements Remote {
     });
   }
 
-  /** Write a file atomically: into a temporary name beside it, then rename over the old one. */
+  /**
+   * Write a file atomically: into a temporary name beside it, checked against the size and
+   * sha256 sent, then renamed over the old one (uploadScript).
+   */
   async upload(remotePath: string, content: string | Buffer, mode = 0o644): Promise<void> {
-    const tmp = `${remotePath}.dk-${randomBytes(4).toString("hex")}`;
+    const bytes = typeof content === "string" ? Buffer.from(content) : content;
     await this.run({
       what: `upload ${posix.basename(remotePath)}`,
-      script: script(
-        "umask 077",
-        sh`mkdir -p ${posix.dirname(remotePath)}`,
-        sh`trap ${`rm -f ${quote(tmp)}`} EXIT`,
-        sh`cat > ${tmp}`,
-        sh`chmod ${mode.toString(8)} ${tmp}`,
-        sh`mv -f ${tmp} ${remotePath}`,
-      ),
-      stdin: content,
+      script: uploadScript({
+        path: remotePath,
+        tmp: `${remotePath}.dk-${randomBytes(4).toString("hex")}`,
+        mode,
+        bytes: bytes.length,
+        sha256: createHash("sha256").update(bytes).digest("hex"),
+      }),
+      stdin: bytes,
+      hint: "The file that arrived on the host is not the one sent (a connection cut or a full disk): the previous file is unchanged. Check the host's free space and the network, then run again.",
     });
+  }
+
+  /**
+   * Copy a file from the host into `localPath`, byte for byte (stdout as a stream, never as text),
+   * returning what arrived: its size and sha256, for the caller to compare with the host's.
+   */
+  async download(remotePath: string, localPath: string): Promise<{ bytes: number; sha256: string }> {
+    if (this.closed) throw this.lost(`download ${posix.basename(remotePath)}`, "before");
+    const what = `download ${posix.basename(remotePath)}`;
+    const release = await this.slot();
+    try {
+      return await new Promise((resolve, reject) => {
+        this.client.exec(loginShellCommand(script(sh`cat ${remotePath}`)), (err, stream) => {
+          if (err) return reject(this.lost(what, "at the start of", err.message));
+          const hash = createHash("sha256");
+          const out = createWriteStream(localPath, { mode: 0o600 });
+          let bytes = 0;
+          let stderr = "";
+          let exitCode: number | undefined;
+          stream.on("data", (d: Buffer) => {
+            bytes += d.length;
+            hash.update(d);
+            // A dump can be larger than memory: let the disk set the pace.
+            if (!out.write(d)) {
+              stream.pause();
+              out.once("drain", () => stream.resume());
+            }
+          });
+          stream.stderr.on("data", (d: Buffer) => {
+            stderr = (stderr + d.toString()).slice(-STDERR_TAIL);
+          });
+          stream.on("exit", (code: number | null) => {
+            if (typeof code === "number") exitCode = code;
+          });
+          stream.on("close", () => {
+            out.end(() => {
+              if (exitCode === 0) resolve({ bytes, sha256: hash.digest("hex") });
+              else if (exitCode === undefined) reject(this.lost(what, "during"));
+              else
+                reject(
+                  new CommandError({
+                    command: `cat ${remotePath}`,
+                    what,
+                    exitCode,
+                    stderrTail: redact(stderr.trim()),
+                    host: this.alias,
+                  }),
+                );
+            });
+          });
+          stream.end();
+        });
+      });
+    } finally {
+      release();
+    }
   }
 
   /** A tunnel to host:port from this host (used when this connection is the jump host). */

@@ -27,5 +27,7 @@ export interface Remote {
   readonly alias: string;
   run(cmd: RemoteCommand): Promise<RemoteResult>;
   upload(remotePath: string, content: string | Buffer, mode?: number): Promise<void>;
+  /** Copy a file from the host to `localPath` byte for byte; what arrived is returned. */
+  download(remotePath: string, localPath: string): Promise<{ bytes: number; sha256: string }>;
   close(): Promise<void>;
 }

@@ -292,6 +292,38 @@ describe(`strategy: blue-green behind nginx on h1 (compose ${HOSTS_COMPOSE})`, (
       writeFileSync(join(workspace, "deploy-kit.yml"), config());
     }
   });
+  test("a reload that hangs past reload-timeout: the old file is back, nginx re-read it, the new color is stopped", async () => {
+    const file = tb.nginx.upstreamFileOnMachine;
+    const before = readFileSync(file, "utf8");
+    // The first reload makes nginx read the new file, then hangs past the SSH step's own deadline
+    // too (90 s); a later one returns at once.
+    const once = `/srv/${APP}/.e2e-hung-once`;
+    const hanging = `if mkdir ${once} 2>/dev/null; then ${tb.nginx.reloadCommand}; sleep 90; else ${tb.nginx.reloadCommand}; fi`;
+    writeFileSync(
+      join(workspace, "deploy-kit.yml"),
+      config()
+        .replace(`reload-command: ${tb.nginx.reloadCommand}`, `reload-command: ${JSON.stringify(hanging)}`)
+        .replace("verify-url:", "reload-timeout: 3s\n        verify-url:"),
+    );
+    try {
+      const t = Date.now();
+      const { value: r } = await underLoad(() => action("deploy-ssh", { "image-ref": images.v2 }));
+      expect(r.exitCode).toBe(1);
+      expect(Date.now() - t).toBeLessThan(60_000);
+      expect(r.stdout).toMatch(
+        /the proxy reload-command ran past its 3 s deadline \(reload-timeout\) and was stopped/,
+      );
+      expect(r.stdout).toMatch(/the proxy was reloaded with the previous file/);
+      expect(r.stdout).toMatch(/the proxy could not be switched; the proxy serves blue/);
+      // The upstream file and the running colour agree: blue, and nginx serves it.
+      expect(readFileSync(file, "utf8")).toBe(before);
+      expect(await viaProxy()).toEqual({ status: 200, version: "v1" });
+      expect(await runningProjects()).toEqual([`${APP}-blue`]);
+    } finally {
+      writeFileSync(join(workspace, "deploy-kit.yml"), config());
+      rmSync(join(h1.srvDir, APP, ".e2e-hung-once"), { recursive: true, force: true });
+    }
+  }, 150_000);
 });
 
 describe(`blue-green with switch: file: no reload, no connection closed (compose ${HOSTS_COMPOSE})`, () => {
@@ -345,4 +377,95 @@ describe(`blue-green with switch: file: no reload, no connection closed (compose
       expect(await runningProjects(APP_FILE)).toEqual([`${APP_FILE}-${color}`]);
     },
   );
+});
+
+// Stateful services and blue-green: app t7-bgs (ports 18705/18706) behind the same nginx upstream
+// file as the first suite, which afterAll puts back.
+describe(`blue-green and stateful services (compose ${HOSTS_COMPOSE})`, () => {
+  const APP_S = "t7-bgs";
+  const PORTS_S = { blue: 18705, green: 18706 };
+  let ws: string;
+  const stateful = `${COMPOSE.replace("    init: true\n", "    init: true\n    depends_on: [store]\n")}  store:
+    image: IMAGE
+    volumes: ["data:/data"]
+volumes:
+  data: {}
+`;
+  const cfg = (shared: boolean) =>
+    config()
+      .replaceAll(APP, APP_S)
+      .replace(`blue: ${PORTS.blue}, green: ${PORTS.green}`, `blue: ${PORTS_S.blue}, green: ${PORTS_S.green}`)
+      .replace("drain: 2s", shared ? "drain: 2s\n      shared-services: [store]" : "drain: 2s");
+  const services = async (project: string) =>
+    (
+      await remoteDocker(h1, [
+        "ps",
+        "--filter",
+        `label=com.docker.compose.project=${project}`,
+        "--format",
+        '{{.Label "com.docker.compose.service"}}',
+      ])
+    ).stdout
+      .split("\n")
+      .filter(Boolean)
+      .sort();
+
+  beforeAll(async () => {
+    await resetHost(h1, APP_S);
+    await writeOperatorEnv(h1, `/srv/${APP_S}/.env`, "APP_ENV=e2e\n");
+    ws = mkdtempSync(join(tmpdir(), "t7-wss-"));
+    writeFileSync(join(ws, "compose.yml"), stateful.replace("IMAGE", images.v1));
+  });
+  afterAll(async () => {
+    await resetHost(h1, APP_S);
+  });
+
+  test("a service with a project-scoped named volume is refused before any host is touched", async () => {
+    writeFileSync(join(ws, "deploy-kit.yml"), cfg(false));
+    const upstream = readFileSync(tb.nginx.upstreamFileOnMachine, "utf8");
+    const r = await action("deploy-ssh", { "image-ref": images.v1 }, ws);
+    expect(r.exitCode).toBe(1);
+    expect(r.stdout).toMatch(
+      /service store keeps state \(its named volume data belongs to the compose project, so each colour gets a new, empty one\)/,
+    );
+    expect(r.stdout).toMatch(/list it in blue-green.shared-services: \[store\]/);
+    expect(r.stdout).not.toMatch(/Connect/);
+    expect(existsSync(join(h1.srvDir, APP_S, ".deploy-kit"))).toBe(false);
+    expect(readFileSync(tb.nginx.upstreamFileOnMachine, "utf8")).toBe(upstream);
+    expect(await services(`${APP_S}-blue`)).toEqual([]);
+  });
+
+  test("shared-services: never started per colour, never stopped by the first switch from recreate", async () => {
+    writeFileSync(join(ws, "deploy-kit.yml"), cfg(true));
+    // What the operator runs as project <app> (the shared store) and what a recreate deploy left (api).
+    const labels = (service: string) => [
+      "--label",
+      `com.docker.compose.project=${APP_S}`,
+      "--label",
+      `com.docker.compose.service=${service}`,
+      "--label",
+      "com.docker.compose.oneoff=False",
+    ];
+    await remoteDocker(h1, [
+      "run",
+      "-d",
+      "--name",
+      `${APP_S}-store`,
+      ...labels("store"),
+      "-v",
+      `${APP_S}_data:/data`,
+      images.v1,
+    ]);
+    await remoteDocker(h1, ["run", "-d", "--name", `${APP_S}-old-api`, ...labels("api"), images.v1]);
+    expect(await services(APP_S)).toEqual(["api", "store"]);
+
+    const r = await action("deploy-ssh", { "image-ref": images.v1 }, ws);
+    expect(r.exitCode, r.stdout + r.stderr).toBe(0);
+    expect(await viaProxy()).toEqual({ status: 200, version: "v1" });
+    // The colour runs the app alone (depends_on did not start a store in it) ...
+    expect(await services(`${APP_S}-blue`)).toEqual(["api"]);
+    // ... and the first switch stopped the recreate deploy's api but not the shared store.
+    expect(await services(APP_S)).toEqual(["store"]);
+    expect(ledger(APP_S).map((e) => [e.status, e.color])).toEqual([["succeeded", "blue"]]);
+  });
 });

@@ -318,3 +318,30 @@ describe(`a required backup that cannot be taken (compose ${HOSTS_COMPOSE})`, ()
     expect(r.outputs).toMatchObject({ applied: "false", backup: "" });
   });
 });
+
+describe(`migrate.backup.copy-to-runner (compose ${HOSTS_COMPOSE})`, () => {
+  test("the verified dump is copied to the runner, byte for byte, and the output names the copy", async () => {
+    const app = "t5-migcopy";
+    const db = "t5_migcopy";
+    await freshApp(app, db, 18503);
+    const ws = workspace(
+      app,
+      "required: true, service: api, database-env: DATABASE_URL, verify: list, copy-to-runner: true",
+    );
+    try {
+      const r = await migrate(ws, { "image-ref": v1.ref });
+      expect(r.exitCode, r.stdout).toBe(0);
+      const copy = r.outputs["backup-copy"]!;
+      const hostFile = r.outputs.backup!;
+      expect(copy).toMatch(/\/deploy-kit-backups\/h1_\d{8}T\d{6}Z-[0-9a-f]{7}\.dump$/);
+      expect(copy.endsWith(`h1_${hostFile.split("/").pop()}`)).toBe(true);
+      expect(readFileSync(copy).equals(readFileSync(machinePath(h1, hostFile)))).toBe(true);
+      expect(r.stdout).toContain(`backup copied off the host, sha256 checked: ${copy}`);
+      expect(r.summary).toContain(`copy on the runner: \`${copy}\``);
+      // The copy is a real archive: pg_restore reads it on the runner.
+      expect((await run("pg_restore", ["--list", copy])).stdout).toContain("; Archive created at");
+    } finally {
+      await resetHost(h1, app);
+    }
+  });
+});

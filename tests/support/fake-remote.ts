@@ -1,3 +1,5 @@
+import { createHash } from "node:crypto";
+import { writeFileSync } from "node:fs";
 import { CommandError } from "../../src/core/errors.js";
 import type { Remote, RemoteCommand, RemoteResult } from "../../src/ssh/types.js";
 
@@ -27,6 +29,22 @@ export class FakeRemote implements Remote {
   }
   async upload(path: string, content: string | Buffer, mode?: number): Promise<void> {
     this.uploads.push({ path, content: String(content), mode });
+  }
+  /** Files on this fake host, by path, for download; each download is recorded. */
+  readonly files = new Map<string, Buffer>();
+  readonly downloads: { path: string; to: string }[] = [];
+  async download(path: string, to: string): Promise<{ bytes: number; sha256: string }> {
+    this.downloads.push({ path, to });
+    const data = this.files.get(path);
+    if (!data)
+      throw new CommandError({
+        command: `cat ${path}`,
+        exitCode: 1,
+        stderrTail: "No such file",
+        host: this.alias,
+      });
+    writeFileSync(to, data);
+    return { bytes: data.length, sha256: createHash("sha256").update(data).digest("hex") };
   }
   async close(): Promise<void> {}
 }

@@ -1,7 +1,10 @@
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { describe, expect, test } from "vitest";
 import { nginxUpstream } from "../../src/commands/proxy.js";
 import { parseConfig } from "../../src/config/load.js";
-import { ConfigError, DeployError } from "../../src/core/errors.js";
+import { CommandError, ConfigError, DeployError } from "../../src/core/errors.js";
 import { MemoryLog } from "../../src/core/log.js";
 import { type ColorHost, checkColorCompose, releaseOnIdleColor } from "../../src/deploy/blue-green.js";
 import { parseComposeSource } from "../../src/deploy/compose-file.js";
@@ -50,6 +53,7 @@ describe("blue-green in deploy-kit.yml", () => {
       "bind-address": "127.0.0.1",
       drain: 0,
       "keep-warm": false,
+      "shared-services": [],
       proxy: {
         type: "nginx",
         "upstream-file": "/etc/nginx/conf.d/shop-upstream.conf",
@@ -57,6 +61,7 @@ describe("blue-green in deploy-kit.yml", () => {
         switch: "reload",
         "verify-url": "http://127.0.0.1/health",
         "verify-timeout": 1000,
+        "reload-timeout": 30000,
       },
     });
   });
@@ -102,6 +107,11 @@ describe("blue-green in deploy-kit.yml", () => {
       /service: must be one of compose.service \(api\)/,
     ],
     ["an unknown key", BG.replace("drain: 0s", "drian: 0s"), /drian/],
+    [
+      "a deployed service listed as shared",
+      BG.replace("drain: 0s", "drain: 0s\n      shared-services: [db, api]"),
+      /shared-services\[1\]: api is deployed per colour \(compose.service\)/,
+    ],
   ])("%s is refused", (_, env, message) => {
     expect(problems(env)).toMatch(message);
   });
@@ -116,21 +126,40 @@ type Health = "healthy" | "crash";
 class FakeHost implements Remote {
   readonly alias = "h1";
   readonly steps: string[] = [];
+  readonly scripts: string[] = [];
   readonly uploads = new Map<string, string>();
   constructor(
     public upstream: string,
-    readonly opts: { health: Health; warm?: boolean; proxyStatus?: number; reloadFails?: boolean },
+    readonly opts: {
+      health: Health;
+      warm?: boolean;
+      proxyStatus?: number;
+      reloadFails?: boolean;
+      /** The switch step's exit: 125 (the host says either colour), null (killed by its deadline). */
+      switchExit?: number | null;
+    },
   ) {}
   async run(cmd: RemoteCommand): Promise<RemoteResult> {
     this.steps.push(cmd.what);
+    this.scripts.push(cmd.script);
     const ok = (stdout = "") => ({ exitCode: 0, stdout, stderr: "" });
     const container = (state: Health) =>
       `now|${Math.floor(Date.now() / 1000)}\napi|c1|sha256:new|${state === "crash" ? "exited" : "running"}|false|0|${state === "crash" ? "none" : "healthy"}|${state === "crash" ? 3 : 0}|2026-01-01T00:00:00Z|/shop-x_api_1\n`;
-    if (cmd.what === "read the proxy's upstream file") return ok(this.upstream);
+    if (cmd.what.startsWith("read the proxy's upstream file")) return ok(this.upstream);
     if (cmd.what === "check the idle color's containers")
       return ok(this.opts.warm ? container("healthy") : "now|1\n");
     if (cmd.what === "check the service containers") return ok(container(this.opts.health));
     if (cmd.what.startsWith("switch the proxy to ")) {
+      if (this.opts.switchExit !== undefined) {
+        this.upstream = /printf '%s' '([^']*)'/.exec(cmd.script)?.[1] ?? "?";
+        throw new CommandError({
+          command: cmd.script,
+          what: cmd.what,
+          exitCode: this.opts.switchExit,
+          stderrTail: "",
+          host: "h1",
+        });
+      }
       if (this.opts.reloadFails) {
         return this.fail(
           cmd,
@@ -151,8 +180,12 @@ class FakeHost implements Remote {
     if (cmd.allowFailure) return { exitCode: 1, stdout: "", stderr };
     throw new DeployError(`h1: ${cmd.what} failed: ${stderr}`, { host: "h1" });
   }
+  async download(): Promise<never> {
+    throw new Error("this fake host holds no files to download");
+  }
   async upload(path: string, content: string | Buffer) {
     this.steps.push(`upload ${path.split("/").pop()}`);
+    this.scripts.push("");
     this.uploads.set(path, String(content));
   }
   async close() {}
@@ -166,13 +199,13 @@ const LIVE_BLUE = nginxUpstream("shop", {
   port: 18701,
 });
 
-function flow(remote: FakeHost, env = BG) {
+function flow(remote: FakeHost, env = BG, composeText = "services:\n  api:\n    image: x\n") {
   const config = parseConfig(configText(env));
   const log = new MemoryLog();
   const ctx = {
     config,
     env: config.environments.prod!,
-    compose: parseComposeSource("compose.yml", "services:\n  api:\n    image: x\n", ["api"]),
+    compose: parseComposeSource("compose.yml", composeText, ["api"]),
     actor: "t",
     log,
   } as ReleaseContext;
@@ -252,6 +285,39 @@ describe("releaseOnIdleColor", () => {
     expect(host.touched).toBe(false);
   });
 
+  test.each([
+    ["the host reports the proxy may serve either colour (exit 125)", 125],
+    ["the switch step is killed by its deadline", null],
+  ])("%s: both colours stay running and the message says what the file names", async (_, exit) => {
+    const remote = new FakeHost(LIVE_BLUE, { health: "healthy", switchExit: exit });
+    const { host, run, recorded } = flow(remote);
+    const err = await run().catch((e: Error) => e);
+    expect((err as Error).message).toMatch(
+      /the proxy switch to green did not finish \(the upstream file now says: green\), so nginx may serve either colour: green and blue are both left running/,
+    );
+    expect(remote.steps.some((s) => s.startsWith("stop the"))).toBe(false);
+    expect(remote.steps).toContain("read the proxy's upstream file back");
+    expect(host.touched).toBe(false);
+    expect(recorded).toEqual([expect.objectContaining({ status: "failed", color: "green" })]);
+  });
+
+  test("the switch step's deadline is past the host's own: three bounded commands and margin", async () => {
+    const remote = new FakeHost(LIVE_BLUE, { health: "healthy" });
+    const timeouts: (number | undefined)[] = [];
+    const run0 = remote.run.bind(remote);
+    remote.run = async (cmd) => {
+      if (cmd.what.startsWith("switch the proxy")) timeouts.push(cmd.timeoutMs);
+      return run0(cmd);
+    };
+    const { run } = flow(
+      remote,
+      BG.replace("verify-timeout: 1s", "verify-timeout: 1s\n        reload-timeout: 20s"),
+    );
+    await run();
+    expect(timeouts).toEqual([90_000]);
+    expect(remote.upstream).toContain("color=green");
+  });
+
   test("a color kept warm with the image is switched to without starting anything", async () => {
     const remote = new FakeHost(LIVE_BLUE, { health: "healthy", warm: true });
     const { run, log } = flow(remote, BG.replace("drain: 0s", "drain: 0s\n      keep-warm: true"));
@@ -278,5 +344,113 @@ describe("releaseOnIdleColor", () => {
     expect(() => checkColorCompose(compose, config.environments.prod!)).toThrow(
       /publishes service api on blue-green.ports \(18701 blue, 18702 green\), but compose.yml publishes it too/,
     );
+  });
+
+  test("shared services are neither started per colour nor stopped with the recreate project", async () => {
+    const remote = new FakeHost("upstream app { server 127.0.0.1:8080; }\n", { health: "healthy" });
+    const { run } = flow(
+      remote,
+      BG.replace("drain: 0s", "drain: 0s\n      shared-services: [db]"),
+      "services:\n  api: { image: x, depends_on: [db] }\n  worker: { image: x }\n  db: { image: postgres:16, volumes: [pgdata:/var/lib/postgresql/data] }\nvolumes: { pgdata: {} }\n",
+    );
+    expect(await run()).toBe("blue");
+    const up = remote.scripts[remote.steps.indexOf("docker compose up (blue)")]!;
+    expect(up).toMatch(/ -p shop-blue .* up -d --no-build --remove-orphans --no-deps api worker$/);
+    const stop = remote.scripts[remote.steps.indexOf("stop project shop (a recreate deploy's)")]!;
+    expect(stop).toContain("label=com.docker.compose.project=shop ");
+    expect(stop).toContain("case ' db ' in");
+  });
+});
+
+describe("stateful services and blue-green", () => {
+  const env = (extra = "") =>
+    parseConfig(configText(BG.replace("drain: 0s", `drain: 0s${extra}`))).environments.prod!;
+  const check =
+    (compose: string, extra = "") =>
+    () =>
+      checkColorCompose(parseComposeSource("compose.yml", compose, ["api"]), env(extra));
+
+  test.each([
+    [
+      "postgres",
+      "  db: { image: postgres:16 }\n",
+      /service db keeps state \(its image postgres:16 keeps data\)/,
+    ],
+    [
+      "a registry mirror of redis",
+      "  cache: { image: 'mirror.example:5000/lib/redis@sha256:ab' }\n",
+      /service cache keeps state \(its image mirror.example:5000\/lib\/redis@sha256:ab keeps data\)/,
+    ],
+    ["bitnami mariadb", "  sql: { image: bitnami/mariadb:11 }\n", /service sql keeps state/],
+    [
+      "a named volume (short syntax)",
+      "  files: { image: x, volumes: ['uploads:/data:rw'] }\nvolumes: { uploads: {} }\n",
+      /service files keeps state \(its named volume uploads belongs to the compose project, so each colour gets a new, empty one\)/,
+    ],
+    [
+      "a named volume (long syntax)",
+      "  files: { image: x, volumes: [{ type: volume, source: uploads, target: /data }] }\n",
+      /service files keeps state \(its named volume uploads/,
+    ],
+  ])(
+    "%s in the compose file is refused, naming the service, why and how to split it out",
+    (_, more, message) => {
+      const err = (() => {
+        try {
+          check(`services:\n  api: { image: x }\n${more}`)();
+        } catch (e) {
+          return e as ConfigError;
+        }
+      })();
+      expect(err).toBeInstanceOf(ConfigError);
+      expect(err!.message).toMatch(message);
+      expect(err!.message).toContain(
+        "the new colour would start with an empty copy and the switch would stop the real one. Nothing was changed.",
+      );
+      expect(err!.hint).toMatch(
+        /its own compose project \(or use a managed service\) and list it in blue-green.shared-services: \[\w+\]/,
+      );
+    },
+  );
+
+  test.each([
+    // biome-ignore lint/suspicious/noTemplateCurlyInString: compose interpolation in the file under test
+    ["a bind mount", "  files: { image: x, volumes: ['./data:/data', '/srv/x:/x', '${DIR}:/y', '/anon'] }\n"],
+    [
+      "a volume with a fixed name (shared by both colours)",
+      "  files: { image: x, volumes: ['up:/data'] }\nvolumes: { up: { name: shop-uploads } }\n",
+    ],
+    [
+      "an external volume",
+      "  files: { image: x, volumes: ['up:/data'] }\nvolumes: { up: { external: true } }\n",
+    ],
+    ["a stateless image", "  web: { image: nginx:1.27 }\n"],
+  ])("%s is accepted", (_, more) => {
+    expect(check(`services:\n  api: { image: x }\n${more}`)).not.toThrow();
+  });
+
+  test("a stateful service listed in shared-services is accepted; a listed service the file lacks is not", () => {
+    const compose = "services:\n  api: { image: x }\n  db: { image: postgres:16 }\n";
+    expect(check(compose, "\n      shared-services: [db]")).not.toThrow();
+    expect(check(compose, "\n      shared-services: [db, cache]")).toThrow(
+      /blue-green.shared-services names cache, which compose.yml does not define; nothing was changed/,
+    );
+  });
+
+  test("the refusal comes at compose load, before any host is touched", async () => {
+    const { loadComposeSource } = await import("../../src/deploy/compose-file.js");
+    const ws = mkdtempSync(join(tmpdir(), "dk-bg-"));
+    writeFileSync(join(ws, "compose.yml"), "services:\n  api: { image: x }\n  db: { image: postgres:16 }\n");
+    const saved = process.env.GITHUB_WORKSPACE;
+    process.env.GITHUB_WORKSPACE = ws;
+    try {
+      await expect(loadComposeSource(env())).rejects.toThrow(/service db keeps state/);
+      await expect(loadComposeSource(env("\n      shared-services: [db]"))).resolves.toMatchObject({
+        name: "compose.yml",
+      });
+    } finally {
+      if (saved === undefined) delete process.env.GITHUB_WORKSPACE;
+      else process.env.GITHUB_WORKSPACE = saved;
+    }
   });
 });

@@ -108,6 +108,9 @@ class SimHost implements Remote {
       });
     return res;
   }
+  async download(): Promise<never> {
+    throw new Error("this fake host holds no files to download");
+  }
   async upload(path: string, content: string | Buffer) {
     const p = path.replaceAll("/HOST", this.root);
     mkdirSync(join(p, ".."), { recursive: true });

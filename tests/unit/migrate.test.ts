@@ -143,6 +143,43 @@ describe("runMigrations", () => {
     expect(log.text()).not.toContain("DK-BACKUP");
   });
 
+  it("copy-to-runner: the verified dump is copied to RUNNER_TEMP/deploy-kit-backups before migrating", async () => {
+    const dump = Buffer.from("PGDMP\0\x01binary");
+    const { createHash } = await import("node:crypto");
+    const sum = createHash("sha256").update(dump).digest("hex");
+    const remote = new FakeRemote([
+      [/pg_dump backup/, { stdout: `${TRIAL_LINE}\n${BACKUP_LINE}\n` }],
+      [/checksum the backup/, { stdout: `${dump.length} ${sum}\n` }],
+    ]);
+    const path = "/srv/t5-app/.deploy-kit/backups/20261122T040506Z-abc1234.dump";
+    remote.files.set(path, dump);
+    const saved = process.env.RUNNER_TEMP;
+    process.env.RUNNER_TEMP = mkdtempSync(join(tmpdir(), "t5-runner-"));
+    try {
+      const log = new MemoryLog();
+      const out = await runMigrations(
+        ctx(remote, `${WITH_BACKUP.slice(0, -2)}, copy-to-runner: true }`),
+        log,
+      );
+      const copy = join(
+        process.env.RUNNER_TEMP,
+        "deploy-kit-backups",
+        "t5-host-1_20261122T040506Z-abc1234.dump",
+      );
+      expect(out.backup).toMatchObject({ path, copy });
+      expect(readFileSync(copy).equals(dump)).toBe(true);
+      expect(remote.commands.map((c) => c.what)).toEqual([
+        "pg_dump backup in service api",
+        "checksum the backup 20261122T040506Z-abc1234.dump",
+        "bin/migrate (compose run api)",
+      ]);
+      expect(log.text()).toContain(`backup copied off the host, sha256 checked: ${copy}`);
+    } finally {
+      if (saved === undefined) delete process.env.RUNNER_TEMP;
+      else process.env.RUNNER_TEMP = saved;
+    }
+  });
+
   it("does not migrate when a required backup fails", async () => {
     const remote = new FakeRemote([
       [/pg_dump backup/, { exitCode: 65, stderr: "the backup is empty (0 bytes): not migrating" }],

@@ -1,5 +1,5 @@
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, test } from "vitest";
@@ -12,6 +12,7 @@ import {
   otherColor,
   parseUpstream,
   readMarkerScript,
+  SWITCH_UNCERTAIN,
   stopColorScript,
   switchMarkerScript,
   switchUpstreamScript,
@@ -72,13 +73,39 @@ describe("proxy command builders", () => {
     expect(stopColorScript("shop-blue")).toBe(
       [
         "set -eu",
-        "ids=$(docker ps -q --filter label=com.docker.compose.project=shop-blue --filter label=com.docker.compose.oneoff=False)",
+        `ids=$(docker ps --filter label=com.docker.compose.project=shop-blue --filter label=com.docker.compose.oneoff=False --format '{{.ID}} {{.Label "com.docker.compose.service"}}' | while read -r id svc; do case '  ' in *" $svc "*) ;; *) echo "$id" ;; esac; done)`,
         'if [ -n "$ids" ]; then docker stop $ids >/dev/null; fi',
         "set -- $ids",
         'echo "stopped $#"',
       ].join("\n"),
     );
   });
+
+  test.each([
+    [[], "c1 c2 c3", 3],
+    [["db"], "c1 c3", 2],
+    [["db", "cache"], "c1 c3", 2],
+    [["api", "db", "worker"], "", 0],
+  ])(
+    "stopping a color keeps the shared services %j running (real sh, a docker that records)",
+    (keep, stopped, n) => {
+      const dir = mkdtempSync(join(tmpdir(), "dk-stop-"));
+      writeFileSync(
+        join(dir, "docker"),
+        `#!/bin/sh\nif [ "$1" = ps ]; then printf 'c1 api\\nc2 db\\nc3 worker\\n'; else shift; echo "$*" >> ${dir}/stopped; fi\n`,
+        { mode: 0o755 },
+      );
+      const r = spawnSync("/bin/sh", ["-c", stopColorScript("shop", keep)], {
+        encoding: "utf8",
+        env: { ...process.env, PATH: `${dir}:${process.env.PATH}` },
+      });
+      expect(r.status, r.stderr).toBe(0);
+      expect(r.stdout).toBe(`stopped ${n}\n`);
+      expect(existsSync(join(dir, "stopped")) ? readFileSync(join(dir, "stopped"), "utf8").trim() : "").toBe(
+        stopped,
+      );
+    },
+  );
 });
 
 describe("switchUpstreamScript through a real shell", () => {
@@ -97,6 +124,7 @@ describe("switchUpstreamScript through a real shell", () => {
         content: "new $(touch pwned) `x` 'q'\n",
         testCommand: `echo test >> ${log}`,
         reloadCommand: `echo reload >> ${log}`,
+        timeoutS: 5,
       }),
     );
     expect(r.status, r.stderr).toBe(0);
@@ -121,6 +149,7 @@ describe("switchUpstreamScript through a real shell", () => {
           content: "new\n",
           testCommand: cmds.testCommand,
           reloadCommand: cmds.reloadCommand.replace("LOG", log),
+          timeoutS: 5,
         }),
       );
       expect(r.status).toBe(code);
@@ -132,10 +161,65 @@ describe("switchUpstreamScript through a real shell", () => {
     },
   );
 
+  /**
+   * A switch with a 1 s deadline through a real shell. `reload` gets the file and a stand-in for
+   * nginx (`served`): a reload makes it serve what the upstream file says at that moment.
+   */
+  const bounded = (reload: (loads: string, dir: string) => string, testCommand?: string) => {
+    const { dir, file, log } = setup();
+    const loads = `cp ${file} ${dir}/served`;
+    const t = Date.now();
+    const r = sh(
+      switchUpstreamScript({
+        file,
+        content: "new\n",
+        reloadCommand: reload(loads, dir),
+        testCommand,
+        timeoutS: 1,
+      }),
+    );
+    return { dir, file, log, r, ms: Date.now() - t };
+  };
+
+  test("a reload that hangs after nginx read the new file: stopped at the deadline, the old file back and reloaded", () => {
+    // The first reload loads the new file, then hangs; the second returns at once.
+    const { dir, file, r, ms } = bounded(
+      (loads, dir) => `${loads}; if ! [ -f ${dir}/once ]; then : > ${dir}/once; sleep 30; fi`,
+    );
+    expect(ms).toBeLessThan(8000);
+    expect(r.status).toBe(124);
+    expect(r.stderr).toContain(
+      "the proxy reload-command ran past its 1 s deadline (reload-timeout) and was stopped; the previous upstream file is back in place",
+    );
+    expect(r.stderr).toContain("the proxy was reloaded with the previous file");
+    // The file and what the proxy serves agree: both are the old colour.
+    expect(readFileSync(file, "utf8")).toBe("old\n");
+    expect(readFileSync(join(dir, "served"), "utf8")).toBe("old\n");
+    expect(readdirSync(dir).filter((f) => f.includes(".dk-"))).toEqual([]);
+  });
+
+  test("a reload that always hangs: the old file is back and the script says the proxy may serve either", () => {
+    const { file, r, ms } = bounded((loads) => `${loads}; sleep 30`);
+    expect(ms).toBeLessThan(10_000);
+    expect(r.status).toBe(SWITCH_UNCERTAIN);
+    expect(r.stderr).toContain(
+      "reloading the proxy with the previous file failed too (exit 124): it may serve either colour",
+    );
+    expect(readFileSync(file, "utf8")).toBe("old\n");
+  });
+
+  test("a test command that hangs is stopped; no reload runs and the old file is back", () => {
+    const { dir, file, r } = bounded((loads, dir) => `echo reload >> ${dir}/reloads; ${loads}`, "sleep 30");
+    expect(r.status).toBe(124);
+    expect(r.stderr).toContain("the proxy test-command ran past its 1 s deadline");
+    expect(existsSync(join(dir, "reloads"))).toBe(false);
+    expect(readFileSync(file, "utf8")).toBe("old\n");
+  });
+
   test("without a previous file, a failed reload leaves none", () => {
     const { dir } = setup();
     const file = join(dir, "sub/new.conf");
-    const r = sh(switchUpstreamScript({ file, content: "x\n", reloadCommand: "exit 9" }));
+    const r = sh(switchUpstreamScript({ file, content: "x\n", reloadCommand: "exit 9", timeoutS: 5 }));
     expect(r.status).toBe(9);
     expect(existsSync(file)).toBe(false);
   });
@@ -171,7 +255,7 @@ describe("switch: file (no reload per switch)", () => {
     const file = join(dir, "shop.conf");
     const reloads = join(dir, "reloads");
     const run = (color: "blue" | "green", reloadCommand = `echo x >> ${reloads}`) =>
-      sh(switchMarkerScript({ file, content: include(file), color, reloadCommand }));
+      sh(switchMarkerScript({ file, content: include(file), color, reloadCommand, timeoutS: 5 }));
     const live = () => sh(readMarkerScript(file)).stdout.trim();
     expect(live()).toBe(""); // no include yet: nothing says which colour serves
 

@@ -49,6 +49,9 @@ class LocalShell implements Remote {
       });
     return res;
   }
+  async download(): Promise<never> {
+    throw new Error("this fake host holds no files to download");
+  }
   async upload(path: string, content: string | Buffer) {
     writeFileSync(path, content);
   }

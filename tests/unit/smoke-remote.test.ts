@@ -31,6 +31,9 @@ class LocalShell implements Remote {
       child.on("close", (code) => resolve({ exitCode: code ?? -1, stdout, stderr }));
     });
   }
+  async download(): Promise<never> {
+    throw new Error("this fake host holds no files to download");
+  }
   async upload(): Promise<void> {}
   async close(): Promise<void> {}
 }

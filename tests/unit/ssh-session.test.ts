@@ -1,5 +1,6 @@
 import { spawn, spawnSync } from "node:child_process";
-import { mkdtempSync, readdirSync, readFileSync, statSync } from "node:fs";
+import { createHash } from "node:crypto";
+import { mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { connect as netConnect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -8,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { CommandError, ConnectionLostError, DeployError, describeError } from "../../src/core/errors.js";
 import { MemoryLog } from "../../src/core/log.js";
 import { forgetSecrets, registerSecret } from "../../src/core/secrets.js";
+import { copyBackupToRunner } from "../../src/migrate/backup.js";
 import { fingerprint, parseKnownHosts, pinnedKeys } from "../../src/ssh/known-hosts.js";
 import {
   connect,
@@ -16,6 +18,7 @@ import {
   parsePrivateKey,
   type SshConnection,
 } from "../../src/ssh/session.js";
+import { FakeRemote } from "../support/fake-remote.js";
 
 const { Server, utils } = ssh2;
 
@@ -30,6 +33,8 @@ function startServer(opts: {
   algorithms?: ssh2.Algorithms;
   /** The user's login shell as sshd would run it: `shell -c <command>`. */
   loginShell?: "sh" | "fish-like" | "csh-like";
+  /** Pass only this many bytes of each command's stdin, then end it: an upload cut short. */
+  truncateStdin?: number;
 }) {
   const allowed = utils.parseKey(opts.allowedKey) as ssh2.ParsedKey;
   const stats = { connections: 0, authAttempts: 0, ready: 0 };
@@ -54,7 +59,15 @@ function startServer(opts: {
         session.on("exec", (acceptExec, _reject, info) => {
           const stream = acceptExec();
           const child = spawn("/bin/sh", ["-c", asLoginShell(opts.loginShell ?? "sh", info.command)]);
-          stream.pipe(child.stdin);
+          if (opts.truncateStdin === undefined) stream.pipe(child.stdin);
+          else {
+            let left = opts.truncateStdin;
+            stream.on("data", (d: Buffer) => {
+              if (left > 0) child.stdin.write(d.subarray(0, left));
+              left -= d.length;
+            });
+            stream.on("end", () => child.stdin.end());
+          }
           child.stdout.pipe(stream, { end: false });
           child.stderr.pipe(stream.stderr, { end: false });
           session.on("signal", () => child.kill("SIGKILL"));
@@ -178,6 +191,57 @@ describe("SshConnection against a real SSH server", () => {
     expect(readdirSync(`${dir}/sub`)).toEqual(["compose.yml"]);
   });
 
+  test("an upload whose bytes differ from those sent is refused on the host and the old file stays", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "dk-up-"));
+    const target = `${dir}/compose.yml`;
+    const { uploadScript } = await import("../../src/commands/files.js");
+    await conn.upload(target, "old: file\n");
+    // Same length, other bytes: only the hash can tell.
+    const sent = "services: {}\n";
+    const r = await conn.run({
+      what: "upload",
+      script: uploadScript({
+        path: target,
+        tmp: `${target}.tmp`,
+        mode: 0o644,
+        bytes: sent.length,
+        sha256: createHash("sha256").update(sent).digest("hex"),
+      }),
+      stdin: "services: []\n",
+      allowFailure: true,
+    });
+    expect(r.exitCode).toBe(1);
+    expect(r.stderr).toContain(`upload to ${target}: its sha256 is`);
+    expect(r.stderr).toContain("the file there was not replaced");
+    expect(readFileSync(target, "utf8")).toBe("old: file\n");
+    expect(readdirSync(dir)).toEqual(["compose.yml"]);
+  });
+
+  test("downloads byte for byte (binary), with the size and sha256 of what arrived", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "dk-down-"));
+    const data = Buffer.concat(
+      Array.from({ length: 16_000 }, (_, i) => Buffer.from([...Array(256).keys()].map((b) => (b + i) % 256))),
+    );
+    writeFileSync(`${dir}/dump`, data);
+    const got = await conn.download(`${dir}/dump`, `${dir}/copy`);
+    expect(got).toEqual({ bytes: data.length, sha256: createHash("sha256").update(data).digest("hex") });
+    expect(readFileSync(`${dir}/copy`).equals(data)).toBe(true);
+    const missing = await conn.download(`${dir}/nope`, `${dir}/copy2`).catch((e) => e);
+    expect(missing).toBeInstanceOf(CommandError);
+    expect(missing.message).toContain("download nope on web-1 exited 1");
+  });
+
+  test("copyBackupToRunner: the copy on the runner has the host file's size and sha256", async () => {
+    const host = mkdtempSync(join(tmpdir(), "dk-host-"));
+    const runner = mkdtempSync(join(tmpdir(), "dk-runner-"));
+    const dump = Buffer.from([0, 255, 10, 13, 0, 1, 2, 3, 0x1f, 0x8b]);
+    writeFileSync(`${host}/20260101T000000Z_r1.dump`, dump);
+    const copy = await copyBackupToRunner(conn, `${host}/20260101T000000Z_r1.dump`, `${runner}/backups`);
+    expect(copy).toBe(`${runner}/backups/web-1_20260101T000000Z_r1.dump`);
+    expect(readFileSync(copy).equals(dump)).toBe(true);
+    expect(readdirSync(`${runner}/backups`)).toEqual(["web-1_20260101T000000Z_r1.dump"]);
+  });
+
   test("many commands, one connection (channels are multiplexed and bounded)", async () => {
     const before = srv.stats.connections;
     const results = await Promise.all(
@@ -186,6 +250,50 @@ describe("SshConnection against a real SSH server", () => {
     expect(results.map((r) => r.stdout.trim())).toEqual(Array.from({ length: 12 }, (_, i) => String(i)));
     expect(srv.stats.connections - before).toBe(0);
     expect(srv.stats.ready).toBe(1);
+  });
+});
+
+describe("an upload cut short on the way", () => {
+  test("fails naming the file and the bytes that arrived; the old file stays", async () => {
+    const srv = await startServer({
+      allowedKey: clientPair.public,
+      hostKey: hostPair.private,
+      truncateStdin: 10,
+    });
+    const conn = await connect(endpoint(srv.port), key, pinnedFor(srv.port), opts);
+    const dir = mkdtempSync(join(tmpdir(), "dk-up-"));
+    const target = `${dir}/compose.yml`;
+    writeFileSync(target, "old: file\n");
+    try {
+      const err = await conn.upload(target, "services:\n  api: { image: app }\n").catch((e) => e);
+      expect(err).toBeInstanceOf(CommandError);
+      expect(err.message).toContain("upload compose.yml on web-1 exited 1");
+      expect(err.message).toContain(
+        `upload to ${target}: only 10 of 32 bytes arrived; the file there was not replaced`,
+      );
+      expect(err.hint).toContain("the previous file is unchanged");
+      expect(readFileSync(target, "utf8")).toBe("old: file\n");
+      expect(readdirSync(dir)).toEqual(["compose.yml"]);
+    } finally {
+      await conn.close();
+      srv.close();
+    }
+  });
+});
+
+describe("copyBackupToRunner when the copy is not the host's file", () => {
+  test("fails naming both checksums and leaves no file that looks like a backup", async () => {
+    const remote = new FakeRemote([[/checksum the backup/, { stdout: `10 ${"ab".repeat(32)}\n` }]]);
+    remote.files.set("/srv/shop/.deploy-kit/backups/x.dump", Buffer.from("0123456789"));
+    const runner = mkdtempSync(join(tmpdir(), "dk-runner-"));
+    const err = await copyBackupToRunner(remote, "/srv/shop/.deploy-kit/backups/x.dump", runner).catch(
+      (e) => e,
+    );
+    expect(err).toBeInstanceOf(DeployError);
+    expect(err.message).toContain(
+      `The copy of backup /srv/shop/.deploy-kit/backups/x.dump from t5-host-1 is not the host's file: 10 bytes with sha256 ${createHash("sha256").update("0123456789").digest("hex")}, the host has 10 bytes with sha256 ${"ab".repeat(32)}.`,
+    );
+    expect(readdirSync(runner)).toEqual([]);
   });
 });
 
