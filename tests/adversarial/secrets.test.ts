@@ -7,14 +7,14 @@
 // (a migrate command with `;`, a dotted alias, a hostile actor and version): the canary file is
 // never created on the host or here. App t9-sec on h1, port 18920, database t9_sec.
 
-import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { recordTally } from "../support/tally.js";
 import { localDocker, resetHost, run, type TestbedHost, writeOperatorEnv } from "../support/testbed.js";
-import { type AdvBed, advBed, buildImages, runStreaming, workspace } from "./support.js";
+import { type AdvBed, advBed, buildImages, COMPOSE, runStreaming, workspace } from "./support.js";
 
 const APP = "t9-sec";
 const PORT = 18920;
@@ -205,6 +205,89 @@ describe("secrets never leave the run's masked inputs", () => {
       // Hostile actor/version and the user's own `;` command: no canary on the host or here.
       expect(readdirSync(h.tmpDir).filter((f) => f.startsWith("dk-canary"))).toEqual([]);
       expect(existsSync(CANARY)).toBe(false);
+    } catch (e) {
+      if (tally.failures === 0) tally.failures++;
+      throw e;
+    }
+  });
+
+  // Secrets that come back from the server: a database URL libpq would echo, the operator's
+  // env-file lines, and a crashing container's logs that print them. They never reach the run's
+  // output, summary, ledger or any file deploy-kit writes.
+  test("a DSN, env-file lines and container logs from the host: none reaches the output, summary or ledger", async () => {
+    const DSN_PASSWORD = "t9-Dsn-S3cret-pw";
+    const ENV_SECRET = "t9-env-line-Q7zz+secret";
+    const pg = bed.tb.postgres;
+    const dsn = `postgis://t9:${DSN_PASSWORD}@${pg.host}:${pg.port}/${DB}?sslmode=disable`;
+    tally.tried++;
+    try {
+      const [v1] = Object.values(await buildImages(["v1"]));
+      await resetHost(h, APP);
+      await writeOperatorEnv(
+        h,
+        `/srv/${APP}/.env`,
+        `DATABASE_URL=${dsn}\nAPI_SECRET=${ENV_SECRET}\nT9_PORT=${PORT}\n`,
+      );
+      const dir = workspace({
+        app: APP,
+        hosts: [h],
+        port: PORT,
+        registry: bed.tb.registry.plain,
+        extra:
+          "    migrate:\n      command: migrate\n      backup: { service: api, database-env: DATABASE_URL }\n",
+      });
+      const common = {
+        environment: "e2e",
+        "image-ref": v1!.ref,
+        "git-sha": v1!.gitSha,
+        "ssh-key": bed.sshKey,
+        "known-hosts": bed.knownHosts,
+      };
+      // 1. The backup connects with a URL whose password the server refuses.
+      const backup = await runStreaming("deploy", {
+        cwd: dir,
+        inputs: { ...common, "require-backup": "true" },
+      });
+      expect(backup.exitCode).toBe(1);
+      expect(backup.stdout).toMatch(/backup/i);
+      // 2. The release's container prints its environment and exits: the health gate shows its logs.
+      writeFileSync(
+        join(dir, "compose.yml"),
+        COMPOSE.replace(
+          "    env_file: .env\n",
+          '    env_file: .env\n    command: ["sh", "-c", "echo DATABASE_URL=$$DATABASE_URL; echo API_SECRET=$$API_SECRET; echo connecting to $$DATABASE_URL; exit 3"]\n',
+        ),
+      );
+      const crash = await runStreaming("deploy-ssh", { cwd: dir, inputs: common });
+      expect(crash.exitCode).toBe(1);
+      expect(crash.stdout).toContain("API_SECRET=");
+
+      const visible = (text: string) =>
+        text
+          .split("\n")
+          .filter((l) => !l.startsWith("::add-mask::"))
+          .join("\n");
+      const sources: [string, string][] = [
+        ["backup run output and summary", visible(backup.everything)],
+        ["crash run output and summary", visible(crash.everything)],
+      ];
+      // What deploy-kit wrote on the host; the operator's .env is theirs and holds the values.
+      for (const [path, buf] of filesUnder(join(h.srvDir, APP)))
+        if (!path.endsWith("/.env")) sources.push([path, buf.toString("latin1")]);
+      expect(sources.some(([p]) => p.endsWith("releases.jsonl"))).toBe(true);
+      const secrets: [string, string][] = [
+        ["DSN password", DSN_PASSWORD],
+        ["DSN", dsn],
+        ["env-file secret", ENV_SECRET],
+      ];
+      const leaks: string[] = [];
+      for (const [what, secret] of secrets)
+        for (const form of forms(secret))
+          for (const [where, text] of sources)
+            if (text.includes(form)) leaks.push(`${what} (${form === secret ? "raw" : form}) in ${where}`);
+      tally.tried += secrets.length * forms("x").length - 1;
+      tally.failures += leaks.length;
+      expect(leaks).toEqual([]);
     } catch (e) {
       if (tally.failures === 0) tally.failures++;
       throw e;
