@@ -33,7 +33,7 @@ export interface StatusReport extends GitHubTarget {
   runId?: string;
 }
 
-function client(t: GitHubTarget, log: Log): { octokit: Octokit; owner: string; repo: string } {
+export function client(t: GitHubTarget, log: Log): { octokit: Octokit; owner: string; repo: string } {
   registerSecret(t.token);
   const repository = t.repository || process.env.GITHUB_REPOSITORY || "";
   const [owner, repo, ...rest] = repository.split("/");
@@ -56,12 +56,12 @@ function client(t: GitHubTarget, log: Log): { octokit: Octokit; owner: string; r
 }
 
 /** Why a GitHub call failed, in words that say what to change; never the token or headers. */
-function explain(e: unknown): string {
+export function explain(e: unknown, permission = "deployments: write"): string {
   const status = (e as { status?: number }).status;
   const message = e instanceof Error ? (e.message.split("\n")[0] ?? "") : String(e);
   if (status === 401) return "the token was refused (401): pass a valid github-token";
   if (status === 403 || status === 404) {
-    return `HTTP ${status} (${message}): the job needs \`permissions: deployments: write\` and the token must belong to this repository`;
+    return `HTTP ${status} (${message}): the job needs \`permissions: ${permission}\` and the token must belong to this repository`;
   }
   return status ? `HTTP ${status} (${message})` : message;
 }

@@ -16,10 +16,14 @@ import {
 import { hostSections } from "../deploy/summary.js";
 import { type DeploymentState, reportDeploymentStatus } from "../github/deployments.js";
 import type { Outcome } from "../github/notify.js";
+import { recordRelease } from "../github/records.js";
 import { type MigrateReport, migrateOnFirstHost } from "../migrate/action-flow.js";
 import { migrateSections } from "../migrate/summary.js";
+import { appendLedger, type LedgerEntry } from "../release/ledger.js";
+import { digestOf, type ReleaseRecord } from "../release/promotion.js";
 import { runSmokeTests, type SmokeOutcome, smokeOptions } from "../smoke/run.js";
 import { smokeFailureMessage, smokeSections } from "../smoke/summary.js";
+import type { Remote } from "../ssh/types.js";
 
 export interface PipelineRequest {
   configFile: string;
@@ -58,6 +62,8 @@ export interface PipelineResult {
   smoke?: SmokeOutcome;
   smokeFrom?: string;
   rollback?: RollbackResult;
+  /** The verdict recorded in the ledger and on GitHub (absent when nothing was deployed). */
+  record?: ReleaseRecord;
   error?: Error;
 }
 
@@ -211,6 +217,7 @@ export async function runPipeline(req: PipelineRequest): Promise<PipelineResult>
           log.warn(
             "No smoke checks for this environment: the health gate passed, but nothing proved the new version answers. Add a `smoke:` section with version-field.",
           );
+          await recordVerdict(remotes, env.path, result, req, "skipped");
           return;
         }
         const smoke = await phase(
@@ -228,9 +235,11 @@ export async function runPipeline(req: PipelineRequest): Promise<PipelineResult>
         );
         result.smoke = smoke;
         result.smokeFrom = env.smoke.from === "host" ? `host ${remotes[0]!.alias}` : "runner";
+        const failure = smoke.passed ? "" : smokeFailureMessage(smoke);
+        // The verdict goes into the ledger before any rollback, so the ledger reads in order.
+        await recordVerdict(remotes, env.path, result, req, smoke.passed ? "passed" : "failed", failure);
         if (smoke.passed) return;
 
-        const failure = smokeFailureMessage(smoke);
         if (!env.rollback["on-failure"]) {
           throw new DeployError(
             `Release ${deployed.releaseId} is live but failed its smoke test.\n${failure}`,
@@ -276,6 +285,14 @@ export async function runPipeline(req: PipelineRequest): Promise<PipelineResult>
 
   const outcome: Outcome = result.error ? (result.rolledBack ? "rolled-back" : "failure") : "success";
   await status(outcome === "success" ? "success" : "failure", outcomeLine(result, req));
+  result.record = releaseRecord(result, req);
+  if (result.record && req.github) {
+    await recordRelease(
+      { token: req.github.token, baseUrl: req.github.baseUrl, environmentUrl: result.url || undefined },
+      result.record,
+      log,
+    );
+  }
   if (result.config) {
     await announce(result.config, log, {
       event: "deploy",
@@ -292,6 +309,85 @@ export async function runPipeline(req: PipelineRequest): Promise<PipelineResult>
     });
   }
   return result;
+}
+
+/** The verdict on the release this run deployed, once the run is over; none when nothing was deployed. */
+export function releaseRecord(r: PipelineResult, req: PipelineRequest): ReleaseRecord | undefined {
+  const d = r.deploy;
+  if (!d?.releaseId) return undefined;
+  const smoke: ReleaseRecord["smoke"] = r.smoke
+    ? r.smoke.passed
+      ? "passed"
+      : "failed"
+    : d.error
+      ? "not-run"
+      : "skipped";
+  const outcome: ReleaseRecord["outcome"] = r.error
+    ? r.rolledBack
+      ? "rolled-back"
+      : "failed"
+    : smoke === "skipped"
+      ? "unverified"
+      : "passed";
+  // What this run deployed (after a rollback the result names what serves instead).
+  const deployed = digestOf(req.imageRef) ? req.imageRef : d.imageRef;
+  const hosts = Object.fromEntries(d.hosts.filter((h) => h.digest).map((h) => [h.alias, h.digest!]));
+  return {
+    environment: req.environment,
+    "release-id": d.releaseId,
+    "image-ref": deployed,
+    digest: digestOf(deployed) ?? digestOf(d.imageRef) ?? "",
+    "git-sha": req.gitSha ?? null,
+    outcome,
+    smoke,
+    time: new Date().toISOString(),
+    serving: r.imageRef,
+    ...(Object.keys(hosts).length ? { hosts } : {}),
+    ...(r.error ? { reason: r.error.message.split("\n")[0]!.slice(0, 300) } : {}),
+    "run-url": req.runUrl ?? null,
+  };
+}
+
+/**
+ * Append the smoke verdict to every host's ledger (kind verify, the release's id): the record
+ * the CLI promotes from. A host that cannot be written is a warning: its record is missing, so
+ * promotion from it refuses rather than trusts.
+ */
+async function recordVerdict(
+  remotes: readonly Remote[],
+  path: string,
+  r: PipelineResult,
+  req: PipelineRequest,
+  smoke: "passed" | "failed" | "skipped",
+  failure = "",
+): Promise<void> {
+  const d = r.deploy!;
+  const digests = Object.fromEntries(d.hosts.filter((h) => h.digest).map((h) => [h.alias, h.digest!]));
+  const entry: LedgerEntry = {
+    id: d.releaseId,
+    kind: "verify",
+    "image-ref": d.imageRef,
+    "git-sha": req.gitSha ?? null,
+    version: req.version ?? null,
+    time: new Date().toISOString(),
+    actor: req.actor,
+    "run-url": req.runUrl ?? null,
+    status: smoke === "failed" ? "failed" : "succeeded",
+    backup: null,
+    "migration-applied": null,
+    smoke,
+    ...(Object.keys(digests).length ? { digests } : {}),
+    ...(failure ? { reason: failure.split("\n")[0]!.slice(0, 300) } : {}),
+  };
+  await Promise.all(
+    remotes.map((remote) =>
+      appendLedger(remote, path, entry).catch((e) =>
+        req.log.warn(
+          `${remote.alias}: could not record the smoke verdict (${smoke}) of ${d.releaseId} in the ledger: ${(e as Error).message.split("\n")[0]}. \`deploy-kit promote\` will not promote it from this host.`,
+        ),
+      ),
+    ),
+  );
 }
 
 function outcomeLine(r: PipelineResult, req: PipelineRequest): string {
@@ -326,6 +422,17 @@ export function pipelineSections(r: PipelineResult): SummarySection[] {
   if (r.smoke)
     sections.push({ heading: "Smoke test" }, ...smokeSections(r.smoke, { from: r.smokeFrom ?? "runner" }));
   if (r.rollback) sections.push({ heading: "Rollback" }, ...hostSections(r.rollback.hosts));
+  if (r.record) {
+    const hosts = Object.entries(r.record.hosts ?? {}).map(([alias, digest]) => `${alias}: ${digest}`);
+    sections.push(
+      { heading: "Recorded" },
+      {
+        lines: [
+          `Release ${r.record["release-id"]}: **${r.record.outcome}** (smoke ${r.record.smoke}), digest \`${r.record.digest}\`${hosts.length ? `; running digest read on ${hosts.join(", ")}` : ""}. ${r.record.outcome === "passed" ? "It can be promoted." : "It will not be promoted."}`,
+        ],
+      },
+    );
+  }
   if (r.error) sections.push({ heading: "What went wrong", code: { text: r.error.message } });
   return sections;
 }
