@@ -124,7 +124,8 @@ export async function runPipeline(req: PipelineRequest): Promise<PipelineResult>
         baseUrl: req.github.baseUrl,
         state,
         environment: req.environment,
-        sha: req.gitSha,
+        // GitHub created the job's deployment for the run's commit (GITHUB_SHA), which differs
+        // from the deployed image's commit when production promotes a squash-merged change.
         logUrl: req.runUrl,
         environmentUrl: result.url || undefined,
         description,

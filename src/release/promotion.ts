@@ -217,14 +217,14 @@ export function checkSoak(p: Promotion, opts: { from: string; minSoakMs: number;
   if (opts.minSoakMs > 0 && soaked < opts.minSoakMs) {
     const eligible = new Date(since + opts.minSoakMs).toISOString();
     throw new ConfigError(
-      `${p.record.digest} passed on ${opts.from} at ${p.passedSince}, ${formatDuration(soaked)} ago; min-soak asks for ${formatDuration(opts.minSoakMs)}. It is eligible from ${eligible}.`,
+      `${p.record.digest} passed on ${opts.from} at ${p.passedSince}, ${formatAge(soaked)} ago; min-soak asks for ${formatAge(opts.minSoakMs)}. It is eligible from ${eligible}.`,
       { hint: "Run the promotion again after that time, or lower min-soak." },
     );
   }
   return soaked;
 }
 
-export function formatDuration(ms: number): string {
+export function formatAge(ms: number): string {
   const s = Math.max(0, Math.floor(ms / 1000));
   const d = Math.floor(s / 86400);
   const h = Math.floor((s % 86400) / 3600);
