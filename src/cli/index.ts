@@ -4,7 +4,7 @@ import type { Config } from "../config/schema.js";
 import { ConfigError, describeError, isUserFacing } from "../core/errors.js";
 import { workspacePath } from "../core/workspace.js";
 import { buildCommand } from "./commands/build.js";
-import { deployCommand } from "./commands/deploy.js";
+import { deployCommand, promoteCommand } from "./commands/deploy.js";
 import { lockCommand } from "./commands/lock.js";
 import { planCommand } from "./commands/plan.js";
 import { releasesCommand } from "./commands/releases.js";
@@ -37,6 +37,7 @@ const commands: Record<string, Command> = {
   build: buildCommand,
   plan: planCommand,
   deploy: deployCommand,
+  promote: promoteCommand,
   smoke: smokeCommand,
   rollback: rollbackCommand,
   releases: releasesCommand,

@@ -108,6 +108,17 @@ describe("usage errors exit 2 and change nothing", () => {
     [["lock", "-e", "staging"], "say status or release"],
     [["lock", "open", "-e", "staging"], 'unknown lock action "open"'],
     [["build", "--build-arg", "NOEQUALS"], "--build-arg NOEQUALS: expected KEY=VALUE"],
+    [["promote", "-e", "production"], "promote needs --from ENV"],
+    [["promote", "-e", "staging", "--from", "staging"], "--from staging is the environment being deployed"],
+    [
+      ["deploy", "-e", "production", "--from", "staging", "--image", "a/b@sha256:1"],
+      "--from and --image exclude",
+    ],
+    [
+      ["deploy", "-e", "production", "--from", "staging", "--min-soak", "a day"],
+      "--min-soak a day: a duration",
+    ],
+    [["deploy", "-e", "production", "--release", "abc1234"], "they need --from ENV"],
   ])("%j", async (argv, message) => {
     const ws = workspace();
     const r = await run([...argv, "-c", join(ws, "deploy-kit.yml")]);

@@ -191,3 +191,36 @@ describe("promote (bundled): production runs only what passed staging", () => {
     expect(r.stdout).toContain("input min-soak");
   });
 });
+
+describe("approval-gate (bundled): the rollback workflow's check", () => {
+  const gate = (inputs: Record<string, string>) =>
+    runBundled("approval-gate", {
+      cwd: workspace,
+      inputs: { "github-token": TOKEN, ...inputs },
+      env: { GITHUB_REPOSITORY: "acme/shop", GITHUB_API_URL: api.baseUrl },
+      timeoutMs: 30_000,
+    });
+
+  test("reviewers: passes and names them", async () => {
+    api.environments.set("production", {
+      reviewers: [
+        { type: "User", name: "octocat" },
+        { type: "Team", name: "ops" },
+      ],
+    });
+    const r = await gate({ environment: "production" });
+    expect(r.exitCode).toBe(0);
+    expect(r.outputs.reviewers).toBe("octocat, team ops");
+  });
+
+  test("no such Environment: fails closed; the opt-out passes with a warning", async () => {
+    const r = await gate({ environment: "staging" });
+    expect(r.exitCode).toBe(1);
+    expect(r.stdout).toContain('There is no GitHub Environment "staging"');
+    expect(r.stdout).toContain("stopped before any secret was used");
+    const unsafe = await gate({ environment: "staging", "unsafe-deploy-without-approval": "true" });
+    expect(unsafe.exitCode).toBe(0);
+    expect(unsafe.stdout).toMatch(/::warning::.*going on because unsafe-deploy-without-approval is true/);
+    expect(unsafe.outputs.reviewers).toBe("");
+  });
+});

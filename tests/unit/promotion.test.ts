@@ -1,4 +1,5 @@
 import { describe, expect, test } from "vitest";
+import { promotionFromLedgers } from "../../src/cli/image.js";
 import { ConfigError } from "../../src/core/errors.js";
 import type { LedgerEntry } from "../../src/release/ledger.js";
 import {
@@ -217,5 +218,77 @@ describe("records from a host's ledger", () => {
       ["r2", "rolled-back"],
     ]);
     expect(choosePromotion(records, { from: "staging" }).record["release-id"]).toBe("r1");
+  });
+});
+
+describe("deploy-kit promote: the same choice from the staging hosts' ledgers", () => {
+  const line = (over: Partial<LedgerEntry> & Pick<LedgerEntry, "id" | "kind">): LedgerEntry => ({
+    "image-ref": ref("a"),
+    "git-sha": SHA("a"),
+    version: null,
+    time: "2026-01-01T00:00:00Z",
+    actor: "t",
+    "run-url": null,
+    status: "succeeded",
+    backup: null,
+    "migration-applied": null,
+    ...over,
+  });
+  const passed = [line({ id: "r1", kind: "deploy" }), line({ id: "r1", kind: "verify", smoke: "passed" })];
+  const now = Date.parse("2026-01-03T00:00:00Z");
+
+  test("what staging serves and passed: its image and commit, and where it came from", () => {
+    const c = promotionFromLedgers([{ alias: "s1", entries: passed }], {
+      from: "staging",
+      minSoakMs: 0,
+      now,
+    });
+    expect(c).toEqual({
+      imageRef: ref("a"),
+      gitSha: SHA("a"),
+      source: `passed on staging (what staging serves now): release r1 of commit aaaaaaaaaaaa, passing since 2026-01-01T00:00:00Z (2d 0h)`,
+      warnings: [],
+    });
+  });
+
+  test("a failed smoke test on staging is refused, naming the ledger it read", () => {
+    const failed = [
+      ...passed,
+      line({ id: "r2", kind: "deploy", "image-ref": ref("b"), "git-sha": SHA("b") }),
+      line({
+        id: "r2",
+        kind: "verify",
+        "image-ref": ref("b"),
+        status: "failed",
+        smoke: "failed",
+        reason: "1 of 1 failed",
+      }),
+    ];
+    expect(() =>
+      promotionFromLedgers([{ alias: "s1", entries: failed }], { from: "staging", minSoakMs: 0, now }),
+    ).toThrow(
+      /Refusing to promote what staging serves now: .*release r2 .*FAILED.*1 of 1 failed \(s1's ledger\)/,
+    );
+  });
+
+  test("hosts that serve different images are named; min-soak applies", () => {
+    const other = [line({ id: "r9", kind: "deploy", "image-ref": ref("c") })];
+    const c = promotionFromLedgers(
+      [
+        { alias: "s1", entries: passed },
+        { alias: "s2", entries: other },
+      ],
+      { from: "staging", minSoakMs: 0, now },
+    );
+    expect(c.warnings).toEqual([
+      `staging's hosts serve different images (s1: ${ref("a")}; s2: ${ref("c")}); reading s1's ledger.`,
+    ]);
+    expect(() =>
+      promotionFromLedgers([{ alias: "s1", entries: passed }], {
+        from: "staging",
+        minSoakMs: 72 * 3600_000,
+        now,
+      }),
+    ).toThrow(/eligible from 2026-01-04T00:00:00.000Z/);
   });
 });

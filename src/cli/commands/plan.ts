@@ -20,7 +20,7 @@ import { lastGoodRelease, liveRelease, readLedger } from "../../release/ledger.j
 import { checkUrl } from "../../smoke/run.js";
 import { hostLabel } from "../../validate/summary.js";
 import { table } from "../format.js";
-import { type ChosenImage, chooseImage, IMAGE_FLAGS } from "../image.js";
+import { type ChosenImage, chooseImage, IMAGE_FLAGS, promotionFlags } from "../image.js";
 import { actor, REGISTRY_FLAGS, registryCredentials, SSH_FLAGS, withHosts } from "../remote.js";
 import { type Command, EXIT } from "../types.js";
 import { lockStatusScript, parseLockStatus } from "./lock.js";
@@ -177,6 +177,7 @@ export const planCommand: Command = {
   },
   async run(ctx) {
     const environment = ctx.environment();
+    promotionFlags(ctx);
     const { config } = await ctx.config();
     const env = selectEnvironment(config, environment);
     const compose = await loadComposeSource(env);
