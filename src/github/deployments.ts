@@ -3,6 +3,13 @@ import type { Log } from "../core/log.js";
 import { registerSecret } from "../core/secrets.js";
 import { runUrl } from "../core/workspace.js";
 
+/**
+ * The task of the deployments deploy-kit creates to hold a record. The deployment GitHub creates
+ * for a job's `environment:` has an empty payload fixed at creation and statuses carry none, so
+ * the record is a deployment of its own in the same environment, found again by this task.
+ */
+export const RECORD_TASK = "deploy-kit:record";
+
 /** The deployment states deploy-kit reports (a subset of what the Deployments API accepts). */
 export type DeploymentState = "in_progress" | "success" | "failure" | "error" | "inactive";
 
@@ -96,6 +103,7 @@ export async function findJobDeployment(
   });
   let inFlight: number | undefined;
   for (const d of deployments) {
+    if (d.task === RECORD_TASK) continue; // a record deploy-kit wrote, never a job's deployment
     const { data: statuses } = await octokit.rest.repos.listDeploymentStatuses({
       owner,
       repo,

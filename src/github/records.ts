@@ -2,14 +2,9 @@ import { DeployError } from "../core/errors.js";
 import type { Log } from "../core/log.js";
 import { runUrl } from "../core/workspace.js";
 import { DIGEST, type ReleaseRecord } from "../release/promotion.js";
-import { client, explain, type GitHubTarget } from "./deployments.js";
+import { client, explain, type GitHubTarget, RECORD_TASK } from "./deployments.js";
 
-/**
- * The task of the deployments deploy-kit creates to hold a record. The deployment GitHub creates
- * for a job's `environment:` has an empty payload fixed at creation and statuses carry none, so
- * the record is a deployment of its own in the same environment, found again by this task.
- */
-export const RECORD_TASK = "deploy-kit:record";
+export { RECORD_TASK };
 
 /**
  * Record a release's verdict on the environment's GitHub Deployments: a deployment with the

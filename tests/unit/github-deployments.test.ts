@@ -45,6 +45,23 @@ describe("finding the deployment GitHub created for this job", () => {
     expect(id).toBe(4);
   });
 
+  it("never takes a deploy-kit record for the job's deployment, even one still without a status", async () => {
+    api.add(4, "staging", [["queued", "2"]]);
+    api.deployments.push({
+      id: 5,
+      sha: SHA,
+      ref: "x",
+      environment: "staging",
+      task: "deploy-kit:record",
+      statuses: [],
+    });
+    const id = await findJobDeployment(
+      { ...target(), environment: "staging", sha: SHA, runId: "42" },
+      new MemoryLog(),
+    );
+    expect(id).toBe(4);
+  });
+
   it("finds nothing when every deployment of the sha is finished and belongs to other runs", async () => {
     api.add(3, "staging", [["success", "1"]]);
     expect(
