@@ -344,7 +344,8 @@ export function releaseRecord(r: PipelineResult, req: PipelineRequest): ReleaseR
     time: new Date().toISOString(),
     serving: r.imageRef,
     ...(Object.keys(hosts).length ? { hosts } : {}),
-    ...(r.error ? { reason: r.error.message.split("\n")[0]!.slice(0, 300) } : {}),
+    // The record leaves for GitHub: no secret a host printed may ride along in the reason.
+    ...(r.error ? { reason: redact(r.error.message.split("\n")[0]!).slice(0, 300) } : {}),
     "run-url": req.runUrl ?? null,
   };
 }

@@ -1,5 +1,6 @@
 import { describe, expect, test } from "vitest";
 import { MemoryLog } from "../../src/core/log.js";
+import { forgetSecrets, registerSecret } from "../../src/core/secrets.js";
 import type { DeployResult } from "../../src/deploy/release.js";
 import { type PipelineRequest, type PipelineResult, releaseRecord } from "../../src/pipeline/deploy.js";
 import type { SmokeOutcome } from "../../src/smoke/run.js";
@@ -84,6 +85,22 @@ describe("the verdict a pipeline run records", () => {
       outcome: "unverified",
       smoke: "skipped",
     });
+  });
+
+  test("a secret a host printed never reaches the record's reason", () => {
+    registerSecret("hunter2-Secret-Value");
+    try {
+      const r = releaseRecord(
+        result({
+          deploy: deploy({ error: new Error("x") }),
+          error: new Error("login failed: hunter2-Secret-Value"),
+        }),
+        req,
+      );
+      expect(r!.reason).toBe("login failed: ***");
+    } finally {
+      forgetSecrets();
+    }
   });
 
   test("nothing deployed (a migration failed): nothing recorded", () => {
