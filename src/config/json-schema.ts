@@ -19,7 +19,8 @@ const DESCRIPTIONS: Record<string, string> = {
   "image.platforms": "Platforms for docker buildx, e.g. [linux/amd64, linux/arm64].",
   environments: "Deploy targets by name (staging, production, ...).",
   "*.url": "The environment's URL: GitHub Deployment link, summaries, default smoke base URL.",
-  "*.hosts": 'Servers: "user@host:port" or {host, port, user, alias}. Aliases name hosts in logs.',
+  "*.hosts":
+    'Servers: "user@host:port" or {host, port, user, alias}; or host-env/user-env/port-env naming environment variables read at run time (masked; alias required). Aliases name hosts in logs.',
   "*.ssh": "SSH settings: jump host, connect timeout, keepalive.",
   "*.ssh.jump": "A bastion every host is reached through (its key must be in known-hosts too).",
   "*.path":

@@ -2,7 +2,8 @@
 // and a loopback server speaking GitHub's Deployments and Environments API: staging builds over a
 // forged sha-<commit> tag, deploys, reads back each host's digest and records its verdict on
 // GitHub; production promotes only what passed (by default, by commit, refusing a rolled-back
-// release, min-soak, a squash-merged main) behind an Environment that has required reviewers.
+// release, min-soak, a squash-merged main) behind an Environment that has required reviewers, to
+// a production host given through an environment variable.
 // Names: t15-*, port 19151.
 import { cpSync, existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -48,8 +49,9 @@ function workspace(mode: "ok" | "unhealthy"): string {
   const ws = mkdtempSync(join(tmpdir(), "t15-ws-"));
   cpSync(EXAMPLE_APP_DIR, join(ws, "app"), { recursive: true });
   writeFileSync(join(ws, "compose.yml"), COMPOSE);
+  // Production's host comes from an environment variable, as a VPS_HOST secret would.
   const env = (h: TestbedHost) => `    url: http://${h.address}:${PORT}
-    hosts: [{ host: ${h.address}, user: deploy, alias: ${h.alias} }]
+    hosts: [${h === production ? `{ host-env: T15_PROD_HOST, user: deploy, alias: ${h.alias} }` : `{ host: ${h.address}, user: deploy, alias: ${h.alias} }`}]
     path: /srv/${APP}
     compose: { file: compose.yml, service: api }
     env-file: { required-keys: [T15_PORT] }
@@ -115,9 +117,16 @@ function deploy(ws: string, environment: string, imageRef: string, gitSha: strin
       "registry-password": tb.registry.password,
       "github-token": TOKEN,
     },
-    env: github(runSha),
+    env: { ...github(runSha), T15_PROD_HOST: production.address },
   });
 }
+
+/** The runner hides ::add-mask:: lines; everything else a person could see. */
+const visible = (s: string) =>
+  s
+    .split("\n")
+    .filter((l) => !l.startsWith("::add-mask::"))
+    .join("\n");
 
 function promote(ws: string, inputs: Record<string, string> = {}, runSha = C1) {
   return runBundled("promote", {
@@ -243,6 +252,9 @@ describe("promotion: production runs only what passed staging", () => {
     const r = await deploy(ws, "production", plan.outputs["image-ref"]!, plan.outputs["git-sha"]!, squash);
     expect(r.exitCode, r.stdout).toBe(0);
     expect((await health(production)).git_sha).toBe(C1);
+    // The host came from T15_PROD_HOST: masked everywhere, and the summary names it by alias.
+    expect(visible(r.everything)).not.toContain(production.address);
+    expect(r.summary).toContain(production.alias);
     expect(records("production").at(-1)).toMatchObject({ outcome: "passed", digest: passed.split("@")[1] });
   });
 
