@@ -45,6 +45,8 @@ const DESCRIPTIONS: Record<string, string> = {
   "*.smoke": "Smoke checks after the deploy; version-field proves the new release answers.",
   "*.smoke.from":
     "runner (requests from the CI machine) or host (over SSH, for endpoints only the server reaches).",
+  "*.smoke.watch":
+    "After the smoke test passes, keep probing the checks for duration (every interval; per host with from: host) and roll back when a target's failure ratio exceeds max-failure-ratio or its p95 latency exceeds max-latency, once it has min-probes probes.",
   "*.smoke.bearer-token-env": "NAME of an env var whose value is sent as Authorization: Bearer (masked).",
   "*.rollback": "on-failure: put the previous release back when the health gate or smoke test fails.",
   notify: "Notifications per deploy outcome. Values are NAMES of env vars / secrets, never URLs.",

@@ -262,6 +262,16 @@ const environment = z.strictObject({
       timeout: duration("5s", "5m"),
       "bearer-token-env": z.string().regex(ENV_KEY, "not an environment variable name").optional(),
       checks: z.array(smokeCheck).min(1),
+      // After the smoke test passes: keep probing for a while and roll back on a bad trend.
+      watch: z
+        .strictObject({
+          duration: duration(undefined, "24h"),
+          interval: duration("10s", "10m"),
+          "max-failure-ratio": z.number().min(0).max(1).default(0.1),
+          "max-latency": duration(undefined, "5m").optional(),
+          "min-probes": z.number().int().min(1).max(100000).default(5),
+        })
+        .optional(),
     })
     .optional(),
   rollback: z

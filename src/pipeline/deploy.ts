@@ -23,6 +23,7 @@ import { appendLedger, type LedgerEntry } from "../release/ledger.js";
 import { digestOf, type ReleaseRecord } from "../release/promotion.js";
 import { runSmokeTests, type SmokeOutcome, smokeOptions } from "../smoke/run.js";
 import { smokeFailureMessage, smokeSections } from "../smoke/summary.js";
+import { type WatchOutcome, watchFailureMessage, watchRelease } from "../smoke/watch.js";
 import type { Remote } from "../ssh/types.js";
 
 export interface PipelineRequest {
@@ -41,6 +42,8 @@ export interface PipelineRequest {
   github?: { token: string; baseUrl?: string };
   /** Where the lock token is kept for a cleanup step. */
   lockState?: LockStateStore;
+  /** The watch window's clock; tests pass one that does not wait. */
+  clock?: { now: () => number; sleep: (ms: number) => Promise<void> };
   log: Log;
 }
 
@@ -62,6 +65,7 @@ export interface PipelineResult {
   smoke?: SmokeOutcome;
   smokeFrom?: string;
   rollback?: RollbackResult;
+  watch?: WatchOutcome;
   /** The verdict recorded in the ledger and on GitHub (absent when nothing was deployed). */
   record?: ReleaseRecord;
   error?: Error;
@@ -221,29 +225,60 @@ export async function runPipeline(req: PipelineRequest): Promise<PipelineResult>
           await recordVerdict(remotes, env.path, result, req, "skipped");
           return;
         }
+        const smokeOpts = smokeOptions(env, {
+          expectVersion: req.gitSha,
+          remote: env.smoke?.from === "host" ? remotes[0] : undefined,
+        });
         const smoke = await phase(
           phases,
           "smoke",
-          () =>
-            runSmokeTests(
-              smokeOptions(env, {
-                expectVersion: req.gitSha,
-                remote: env.smoke?.from === "host" ? remotes[0] : undefined,
-              }),
-              log,
-            ),
+          () => runSmokeTests(smokeOpts, log),
           (o) => (o.passed ? `${o.results.length} check(s) passed` : "FAILED"),
         );
         result.smoke = smoke;
         result.smokeFrom = env.smoke.from === "host" ? `host ${remotes[0]!.alias}` : "runner";
-        const failure = smoke.passed ? "" : smokeFailureMessage(smoke);
+        let failure = smoke.passed ? "" : smokeFailureMessage(smoke);
+        let failedWhat = "its smoke test";
+        const w = env.smoke.watch;
+        if (smoke.passed && w) {
+          // smoke.from host: every host is watched over its own session, so a bad host is named.
+          const targets =
+            env.smoke.from === "host"
+              ? remotes.map((r) => ({ name: r.alias, smoke: { ...smokeOpts, remote: r } }))
+              : [{ name: "runner", smoke: smokeOpts }];
+          const watched = await phase(
+            phases,
+            "watch",
+            () =>
+              log.group(`Watch ${Math.round(w.duration / 1000)} s`, () =>
+                watchRelease(
+                  targets,
+                  {
+                    durationMs: w.duration,
+                    intervalMs: w.interval,
+                    maxFailureRatio: w["max-failure-ratio"],
+                    maxLatencyMs: w["max-latency"],
+                    minProbes: w["min-probes"],
+                  },
+                  log,
+                  req.clock,
+                ),
+              ),
+            (o) => (o.passed ? `${o.rounds} round(s) within bounds` : "FAILED"),
+          );
+          result.watch = watched;
+          if (!watched.passed) {
+            failure = `Watch window: ${watchFailureMessage(watched)}`;
+            failedWhat = "its watch window";
+          }
+        }
         // The verdict goes into the ledger before any rollback, so the ledger reads in order.
         await recordVerdict(remotes, env.path, result, req, smoke.passed ? "passed" : "failed", failure);
-        if (smoke.passed) return;
+        if (!failure) return;
 
         if (!env.rollback["on-failure"]) {
           throw new DeployError(
-            `Release ${deployed.releaseId} is live but failed its smoke test.\n${failure}`,
+            `Release ${deployed.releaseId} is live but failed ${failedWhat}.\n${failure}`,
             {
               hint: "rollback.on-failure is off: run the rollback action to put the previous release back.",
             },
@@ -251,12 +286,12 @@ export async function runPipeline(req: PipelineRequest): Promise<PipelineResult>
         }
         if (!deployed.previousReleaseId) {
           throw new DeployError(
-            `Release ${deployed.releaseId} failed its smoke test and there is no earlier release to roll back to; it stays live.\n${failure}`,
+            `Release ${deployed.releaseId} failed ${failedWhat} and there is no earlier release to roll back to; it stays live.\n${failure}`,
             { hint: "Fix the release and deploy again." },
           );
         }
         log.error(
-          `SMOKE TEST FAILED: rolling back ${deployed.releaseId} to ${deployed.previousReleaseId}.\n${failure}`,
+          `${failedWhat === "its smoke test" ? "SMOKE TEST FAILED" : "WATCH WINDOW FAILED"}: rolling back ${deployed.releaseId} to ${deployed.previousReleaseId}.\n${failure}`,
         );
         const back = await phase(
           phases,
@@ -273,7 +308,7 @@ export async function runPipeline(req: PipelineRequest): Promise<PipelineResult>
         result.releaseId = back.releaseId;
         result.imageRef = back.imageRef;
         throw new DeployError(
-          `Release ${deployed.releaseId} failed its smoke test and was ROLLED BACK: the hosts serve ${back.targetReleaseId} (${back.imageRef}) again.\n${failure}`,
+          `Release ${deployed.releaseId} failed ${failedWhat} and was ROLLED BACK: the hosts serve ${back.targetReleaseId} (${back.imageRef}) again.\n${failure}`,
           {
             hint: "Look at the failed checks above; a version mismatch means the new release did not take traffic.",
           },
@@ -341,6 +376,7 @@ export function releaseRecord(r: PipelineResult, req: PipelineRequest): ReleaseR
     "git-sha": req.gitSha ?? null,
     outcome,
     smoke,
+    ...(r.watch ? { watch: r.watch.passed ? ("passed" as const) : ("failed" as const) } : {}),
     time: new Date().toISOString(),
     serving: r.imageRef,
     ...(Object.keys(hosts).length ? { hosts } : {}),
@@ -374,10 +410,12 @@ async function recordVerdict(
     time: new Date().toISOString(),
     actor: req.actor,
     "run-url": req.runUrl ?? null,
-    status: smoke === "failed" ? "failed" : "succeeded",
+    // A smoke test that passed followed by a watch window that did not is a failed release.
+    status: smoke === "failed" || failure ? "failed" : "succeeded",
     backup: null,
     "migration-applied": null,
     smoke,
+    ...(r.watch ? { watch: r.watch.passed ? ("passed" as const) : ("failed" as const) } : {}),
     ...(Object.keys(digests).length ? { digests } : {}),
     ...(failure ? { reason: failure.split("\n")[0]!.slice(0, 300) } : {}),
   };
@@ -423,6 +461,22 @@ export function pipelineSections(r: PipelineResult): SummarySection[] {
   if (r.deploy) sections.push({ heading: "Hosts" }, ...hostSections(r.deploy.hosts));
   if (r.smoke)
     sections.push({ heading: "Smoke test" }, ...smokeSections(r.smoke, { from: r.smokeFrom ?? "runner" }));
+  if (r.watch)
+    sections.push(
+      { heading: `Watch window (${r.watch.rounds} round(s), ${Math.round(r.watch.elapsedMs / 1000)} s)` },
+      {
+        table: {
+          headers: ["target", "probes", "failed", "p95 latency", "result"],
+          rows: r.watch.targets.map((t) => [
+            t.target,
+            t.probes,
+            t.failures,
+            t.p95Ms === null ? "-" : `${t.p95Ms} ms`,
+            t.breach ? `**${t.breach}**` : "within bounds",
+          ]),
+        },
+      },
+    );
   if (r.rollback) sections.push({ heading: "Rollback" }, ...hostSections(r.rollback.hosts));
   if (r.record) {
     const hosts = Object.entries(r.record.hosts ?? {}).map(([alias, digest]) => `${alias}: ${digest}`);

@@ -41,6 +41,8 @@ export interface LedgerEntry {
   color?: "blue" | "green";
   /** kind verify: the smoke test's verdict ("skipped": the environment has no smoke checks). */
   smoke?: "passed" | "failed" | "skipped";
+  /** kind verify: the watch window's verdict, when the environment has one. */
+  watch?: "passed" | "failed";
   /** kind verify: the digest each host's containers were read to run after the switch. */
   digests?: Record<string, string>;
 }

@@ -21,6 +21,8 @@ export interface ReleaseRecord {
    */
   outcome: "passed" | "failed" | "rolled-back" | "unverified";
   smoke: "passed" | "failed" | "skipped" | "not-run";
+  /** The watch window after the smoke test, when the environment has one. */
+  watch?: "passed" | "failed";
   /** ISO 8601 time of the verdict. */
   time: string;
   /** The image the environment serves after this run (differs from image-ref after a rollback). */
@@ -71,6 +73,7 @@ export function recordsFromLedger(entries: readonly LedgerEntry[], environment: 
       r.outcome = e.status === "succeeded" ? (e.smoke === "skipped" ? "unverified" : "passed") : "failed";
       r.time = e.time;
       if (e.digests) r.hosts = e.digests;
+      if (e.watch) r.watch = e.watch;
       if (e.reason) r.reason = e.reason;
     } else if (e.kind === "rollback" && e.replaces) {
       const r = out.get(e.replaces);

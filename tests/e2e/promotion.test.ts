@@ -18,6 +18,7 @@ import {
   EXAMPLE_APP_DIR,
   ensureTestbed,
   machinePath,
+  remoteDocker,
   resetHost,
   type Testbed,
   type TestbedHost,
@@ -45,7 +46,7 @@ const COMPOSE = `services:
     env_file: .env
 `;
 
-function workspace(mode: "ok" | "unhealthy"): string {
+function workspace(mode: "ok" | "unhealthy", watch = ""): string {
   const ws = mkdtempSync(join(tmpdir(), "t15-ws-"));
   cpSync(EXAMPLE_APP_DIR, join(ws, "app"), { recursive: true });
   writeFileSync(join(ws, "compose.yml"), COMPOSE);
@@ -60,7 +61,7 @@ function workspace(mode: "ok" | "unhealthy"): string {
       retries: 4
       interval: 1s
       checks:
-        - { path: /health, json: { status: ok }, version-field: git_sha }`;
+        - { path: /health, json: { status: ok }, version-field: git_sha }${watch}`;
   writeFileSync(
     join(ws, "deploy-kit.yml"),
     `version: 1
@@ -104,8 +105,16 @@ async function build(ws: string, gitSha: string, reuseExisting: boolean) {
   return r;
 }
 
-function deploy(ws: string, environment: string, imageRef: string, gitSha: string, runSha = gitSha) {
+function deploy(
+  ws: string,
+  environment: string,
+  imageRef: string,
+  gitSha: string,
+  runSha = gitSha,
+  onLine?: (line: string) => void,
+) {
   return runBundled("deploy", {
+    onLine,
     cwd: ws,
     inputs: {
       environment,
@@ -256,6 +265,40 @@ describe("promotion: production runs only what passed staging", () => {
     expect(visible(r.everything)).not.toContain(production.address);
     expect(r.summary).toContain(production.alias);
     expect(records("production").at(-1)).toMatchObject({ outcome: "passed", digest: passed.split("@")[1] });
+  });
+
+  it("a release that starts failing during the watch window is rolled back automatically", async () => {
+    const watch = "\n      watch: { duration: 40s, interval: 1s, max-failure-ratio: 0.2, min-probes: 3 }";
+    const ws = workspace("ok", watch);
+    const C3 = "55".repeat(20);
+    const v3 = (await build(ws, C3, false)).outputs["image-ref"]!;
+    let stopped: Promise<unknown> | undefined;
+    const r = await deploy(ws, "staging", v3, C3, C3, (line) => {
+      // The release passed its smoke test and is being watched: now it breaks.
+      if (!stopped && line.includes("watch round 2")) {
+        stopped = remoteDocker(staging, [
+          "ps",
+          "-q",
+          "--filter",
+          `label=com.docker.compose.project=${APP}`,
+        ]).then((ps) => remoteDocker(staging, ["kill", ...ps.stdout.trim().split("\n")]));
+      }
+    });
+    await stopped;
+    expect(r.exitCode, r.stdout).toBe(1);
+    expect(r.stdout).toContain("WATCH WINDOW FAILED");
+    expect(r.outputs["rolled-back"]).toBe("true");
+    expect(r.summary).toMatch(/\| runner \| \d+ \| \d+ \| .* \| \*\*\d+ of \d+ probes failed/);
+    expect((await health(staging)).git_sha).toBe(C1);
+    expect(records("staging").at(-1)).toMatchObject({
+      outcome: "rolled-back",
+      smoke: "passed",
+      watch: "failed",
+    });
+    expect(ledger(staging).find((e) => e.kind === "verify" && e["git-sha"] === C3)).toMatchObject({
+      status: "failed",
+      watch: "failed",
+    });
   });
 
   it("production without required reviewers: the plan fails before anything else", async () => {
