@@ -5,19 +5,18 @@
 // release, min-soak, a squash-merged main) behind an Environment that has required reviewers, to
 // a production host given through an environment variable.
 // Names: t15-*, port 19151.
-import { cpSync, existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { cpSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { RECORD_TASK } from "../../src/github/records.js";
-import type { LedgerEntry } from "../../src/release/ledger.js";
 import type { ReleaseRecord } from "../../src/release/promotion.js";
 import { FakeGitHub, TOKEN } from "../support/fake-github.js";
-import { runBundled } from "../support/runner.js";
+import { runBundled, visible } from "../support/runner.js";
 import {
   EXAMPLE_APP_DIR,
   ensureTestbed,
-  machinePath,
+  hostLedger,
   remoteDocker,
   resetHost,
   type Testbed,
@@ -130,13 +129,6 @@ function deploy(
   });
 }
 
-/** The runner hides ::add-mask:: lines; everything else a person could see. */
-const visible = (s: string) =>
-  s
-    .split("\n")
-    .filter((l) => !l.startsWith("::add-mask::"))
-    .join("\n");
-
 function promote(ws: string, inputs: Record<string, string> = {}, runSha = C1) {
   return runBundled("promote", {
     cwd: ws,
@@ -152,15 +144,7 @@ const records = (environment: string) =>
     .filter((d) => d.environment === environment && d.task === RECORD_TASK)
     .map((d) => ({ ...(d.payload as ReleaseRecord), state: d.statuses.at(-1)?.state }));
 
-function ledger(h: TestbedHost): LedgerEntry[] {
-  const f = join(machinePath(h, `/srv/${APP}`), ".deploy-kit/releases.jsonl");
-  return existsSync(f)
-    ? readFileSync(f, "utf8")
-        .split("\n")
-        .filter(Boolean)
-        .map((l) => JSON.parse(l) as LedgerEntry)
-    : [];
-}
+const ledger = (h: TestbedHost) => hostLedger(h, APP);
 
 async function health(h: TestbedHost): Promise<{ git_sha: string }> {
   const res = await fetch(`http://${h.address}:${PORT}/health`, { signal: AbortSignal.timeout(3000) });

@@ -34,6 +34,20 @@ function rec(
   } satisfies ReleaseRecord;
 }
 
+/** A ledger line of image a, commit a, that succeeded; override what the case is about. */
+const e = (over: Partial<LedgerEntry> & Pick<LedgerEntry, "id" | "kind">): LedgerEntry => ({
+  "image-ref": ref("a"),
+  "git-sha": SHA("a"),
+  version: null,
+  time: "2026-01-01T00:00:00Z",
+  actor: "t",
+  "run-url": null,
+  status: "succeeded",
+  backup: null,
+  "migration-applied": null,
+  ...over,
+});
+
 const refused = (fn: () => unknown): ConfigError => {
   try {
     fn();
@@ -161,19 +175,6 @@ describe("min-soak", () => {
 });
 
 describe("records from a host's ledger", () => {
-  const e = (over: Partial<LedgerEntry> & Pick<LedgerEntry, "id" | "kind">): LedgerEntry => ({
-    "image-ref": ref("a"),
-    "git-sha": SHA("a"),
-    version: null,
-    time: "2026-01-01T00:00:00Z",
-    actor: "t",
-    "run-url": null,
-    status: "succeeded",
-    backup: null,
-    "migration-applied": null,
-    ...over,
-  });
-
   test("deploy + verify passed, a failed smoke rolled back, a health-gate failure, an unverified one", () => {
     const ledger = [
       e({ id: "r1", kind: "deploy" }),
@@ -222,19 +223,7 @@ describe("records from a host's ledger", () => {
 });
 
 describe("deploy-kit promote: the same choice from the staging hosts' ledgers", () => {
-  const line = (over: Partial<LedgerEntry> & Pick<LedgerEntry, "id" | "kind">): LedgerEntry => ({
-    "image-ref": ref("a"),
-    "git-sha": SHA("a"),
-    version: null,
-    time: "2026-01-01T00:00:00Z",
-    actor: "t",
-    "run-url": null,
-    status: "succeeded",
-    backup: null,
-    "migration-applied": null,
-    ...over,
-  });
-  const passed = [line({ id: "r1", kind: "deploy" }), line({ id: "r1", kind: "verify", smoke: "passed" })];
+  const passed = [e({ id: "r1", kind: "deploy" }), e({ id: "r1", kind: "verify", smoke: "passed" })];
   const now = Date.parse("2026-01-03T00:00:00Z");
 
   test("what staging serves and passed: its image and commit, and where it came from", () => {
@@ -254,8 +243,8 @@ describe("deploy-kit promote: the same choice from the staging hosts' ledgers", 
   test("a failed smoke test on staging is refused, naming the ledger it read", () => {
     const failed = [
       ...passed,
-      line({ id: "r2", kind: "deploy", "image-ref": ref("b"), "git-sha": SHA("b") }),
-      line({
+      e({ id: "r2", kind: "deploy", "image-ref": ref("b"), "git-sha": SHA("b") }),
+      e({
         id: "r2",
         kind: "verify",
         "image-ref": ref("b"),
@@ -272,7 +261,7 @@ describe("deploy-kit promote: the same choice from the staging hosts' ledgers", 
   });
 
   test("hosts that serve different images are named; min-soak applies", () => {
-    const other = [line({ id: "r9", kind: "deploy", "image-ref": ref("c") })];
+    const other = [e({ id: "r9", kind: "deploy", "image-ref": ref("c") })];
     const c = promotionFromLedgers(
       [
         { alias: "s1", entries: passed },

@@ -13,6 +13,19 @@ const probe = (passed: boolean, latencyMs: number | null = 50): CheckResult => (
   passed,
   ...(passed ? {} : { reason: "status 500, expected 200" }),
 });
+/** An environment's parsed smoke section, from its YAML flow mapping. */
+const smokeSection = (yaml: string) =>
+  parseConfig(`version: 1
+app: a
+image: { name: r.example/a }
+environments:
+  e:
+    hosts: [h.example]
+    path: /srv/a
+    compose: { service: api }
+    smoke: ${yaml}
+`).environments.e!.smoke!;
+
 const bounds = { maxFailureRatio: 0.2, maxLatencyMs: 800, minProbes: 5 };
 
 describe("judging a target of the watch window", () => {
@@ -45,16 +58,7 @@ describe("watchRelease", () => {
   const smoke = (answers: boolean[]): SmokeOptions => {
     let i = 0;
     return {
-      checks: parseConfig(`version: 1
-app: a
-image: { name: r.example/a }
-environments:
-  e:
-    hosts: [h.example]
-    path: /srv/a
-    compose: { service: api }
-    smoke: { checks: [{ path: /health }] }
-`).environments.e!.smoke!.checks,
+      checks: smokeSection("{ checks: [{ path: /health }] }").checks,
       baseUrl: "http://h",
       retries: 0,
       intervalMs: 0,
@@ -124,17 +128,9 @@ environments:
   });
 
   test("the smoke.watch config section and its defaults", () => {
-    const c = parseConfig(`version: 1
-app: a
-image: { name: r.example/a }
-environments:
-  e:
-    hosts: [h.example]
-    path: /srv/a
-    compose: { service: api }
-    smoke: { checks: [{ path: /health }], watch: { duration: 10m, max-latency: 2s } }
-`);
-    expect(c.environments.e!.smoke!.watch).toEqual({
+    expect(
+      smokeSection("{ checks: [{ path: /health }], watch: { duration: 10m, max-latency: 2s } }").watch,
+    ).toEqual({
       duration: 600_000,
       interval: 10_000,
       "max-failure-ratio": 0.1,
