@@ -222,7 +222,7 @@ export async function runPipeline(req: PipelineRequest): Promise<PipelineResult>
           log.warn(
             "No smoke checks for this environment: the health gate passed, but nothing proved the new version answers. Add a `smoke:` section with version-field.",
           );
-          await recordVerdict(remotes, env.path, result, req, "skipped");
+          // No verify line: a deploy line without one already reads as unverified, never promotable.
           return;
         }
         const smokeOpts = smokeOptions(env, {
@@ -396,7 +396,7 @@ async function recordVerdict(
   path: string,
   r: PipelineResult,
   req: PipelineRequest,
-  smoke: "passed" | "failed" | "skipped",
+  smoke: "passed" | "failed",
   failure = "",
 ): Promise<void> {
   const d = r.deploy!;

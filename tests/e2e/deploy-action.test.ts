@@ -161,10 +161,11 @@ describe("deploy action (bundled): build -> migrate with backup -> deploy -> smo
     const backups = readdirSync(join(machinePath(hosts[0]!, `/srv/${APP}`), ".deploy-kit/backups"));
     expect(backups.length).toBe(1);
     const first = ledger(hosts[0]!);
-    expect(first.map((e) => e.kind)).toEqual(["migrate", "deploy"]);
+    // The smoke test's verdict follows the release: the line `deploy-kit promote` reads.
+    expect(first.map((e) => e.kind)).toEqual(["migrate", "deploy", "verify"]);
     expect(first[1]!.backup).toContain(".deploy-kit/backups/");
     expect(first[1]!["migration-applied"]).toBe(true);
-    expect(ledger(hosts[1]!).map((e) => e.kind)).toEqual(["deploy"]);
+    expect(ledger(hosts[1]!).map((e) => e.kind)).toEqual(["deploy", "verify"]);
     // One summary tells the whole story.
     expect(r.summary).toContain("| phase | duration | result |");
     for (const p of ["migrate", "deploy", "smoke"]) expect(r.summary).toContain(`| ${p} |`);

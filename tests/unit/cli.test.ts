@@ -353,6 +353,13 @@ describe("pure pieces", () => {
       /^<\s+r2\s+deploy\s+succeeded\s+2026-01-01 00:00:00Z\s+r\/app@sha256:bbbbbbbbbbbb\s/m,
     );
     expect(text).toMatch(/^\*\s+r3\s+deploy\s+failed/m);
+    // A verify line shares its release's id: no mark on it, and its verdict in the notes.
+    const verified = ledgerTable("h1", [
+      e("r1", "deploy", "a"),
+      { ...e("r1", "verify", "a"), smoke: "passed", watch: "failed", status: "failed" },
+    ]);
+    expect(verified).toMatch(/^\*\s+r1\s+deploy\s/m);
+    expect(verified).toMatch(/^\s+r1\s+verify\s+failed\s.*smoke passed, watch failed/m);
     expect(ledgerTable("h2", [])).toBe("h2: no releases yet");
     expect(ledgerTable("h1", [e("r1", "deploy", "a"), e("r2", "deploy", "b")], 1)).toContain(
       "(newest 1 shown)",
