@@ -629,6 +629,8 @@ export interface RollbackResult {
   targetReleaseId: string;
   imageRef: string;
   hosts: HostResult[];
+  /** The release this rollback took off the first host: a record says it must not be promoted. */
+  replaced?: LedgerEntry;
   error?: Error;
 }
 
@@ -744,11 +746,13 @@ export async function rollbackRelease(
       ),
     );
   }
+  const replaced = runs[0]!.ledger.findLast((e) => isRelease(e) && e.id === runs[0]!.result.previous);
   return {
     releaseId: newId,
     targetReleaseId: targets[0]!.id,
     imageRef: targets[0]!["image-ref"],
     hosts: runs.map((r) => r.result),
+    ...(replaced ? { replaced } : {}),
     error: error
       ? new DeployError(`Rollback ${newId} failed.\n${error.message}`, {
           host: (error as DeployError).host,

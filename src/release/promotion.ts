@@ -92,6 +92,29 @@ export function recordsFromLedger(entries: readonly LedgerEntry[], environment: 
   return [...out.values()];
 }
 
+/**
+ * What a rollback records about the release it took off: rolled back, whatever its smoke test
+ * said, so the default promotion follows what the environment serves again (as the ledger does).
+ */
+export function rollbackRecord(
+  replaced: LedgerEntry,
+  opts: { environment: string; serving: string; reason: string; runUrl?: string; now?: Date },
+): ReleaseRecord {
+  return {
+    environment: opts.environment,
+    "release-id": replaced.id,
+    "image-ref": replaced["image-ref"],
+    digest: digestOf(replaced["image-ref"]) ?? "",
+    "git-sha": replaced["git-sha"],
+    outcome: "rolled-back",
+    smoke: "not-run",
+    time: (opts.now ?? new Date()).toISOString(),
+    serving: opts.serving,
+    reason: opts.reason,
+    "run-url": opts.runUrl ?? null,
+  };
+}
+
 /** The image a ledger says is live, with the time it went live. */
 export function servingFromLedger(entries: readonly LedgerEntry[]): string | undefined {
   const live = entries.findLast((e) => isRelease(e) && e.status === "succeeded");

@@ -210,7 +210,13 @@ describe.each(files)("%s", (file) => {
       expect(perms.contents, `${id} contents`).toBe(publishes ? "write" : checksOut ? "read" : undefined);
       const builds = uses.includes("$/actions/build-image");
       expect(perms.packages === "write", `${id}: packages: write only on the build`).toBe(builds);
-      const reports = uses.includes("$/deploy");
+      // Deployment statuses and records: the deploy action, and a rollback recording what it took off.
+      const reports = (job.steps ?? []).some(
+        (st) =>
+          (st.uses === "$/deploy" || st.uses === "$/actions/rollback") &&
+          st.with &&
+          "github-token" in st.with,
+      );
       expect(perms.deployments === "write", `${id}: deployments: write only where statuses are set`).toBe(
         reports,
       );

@@ -387,6 +387,8 @@ describe("rollbackRelease on simulated hosts", () => {
       target: r.targetReleaseId,
       status: "succeeded",
     });
+    // What it took off, for the record that keeps it from being promoted.
+    expect(r.replaced).toMatchObject({ kind: "deploy", "image-ref": ref("2"), id: h1!.ledger()[1]!.id });
   });
 
   test("no earlier release, or restore-backup without a recorded backup: refused, nothing changed", async () => {

@@ -7,6 +7,7 @@ import {
   choosePromotion,
   type ReleaseRecord,
   recordsFromLedger,
+  rollbackRecord,
   servingFromLedger,
 } from "../../src/release/promotion.js";
 
@@ -280,4 +281,25 @@ describe("deploy-kit promote: the same choice from the staging hosts' ledgers", 
       }),
     ).toThrow(/eligible from 2026-01-04T00:00:00.000Z/);
   });
+});
+
+test("a rollback on staging records the release it took off, so the default follows what serves again", () => {
+  const taken = rollbackRecord(e({ id: "r2", kind: "deploy", "image-ref": ref("b"), "git-sha": SHA("b") }), {
+    environment: "staging",
+    serving: ref("a"),
+    reason: "rolled back to r1 by octocat",
+    now: new Date("2026-01-01T00:09:00Z"),
+  });
+  expect(taken).toMatchObject({
+    "release-id": "r2",
+    digest: D("b"),
+    "git-sha": SHA("b"),
+    outcome: "rolled-back",
+    serving: ref("a"),
+  });
+  const records = [rec("a", "passed", 1), rec("b", "passed", 5), taken];
+  expect(choosePromotion(records, { from: "staging" }).record.digest).toBe(D("a"));
+  expect(() => choosePromotion(records, { from: "staging", select: D("b") })).toThrow(
+    /ROLLED-BACK.*by octocat/,
+  );
 });
