@@ -17,8 +17,10 @@ import {
   EXAMPLE_APP_DIR,
   ensureTestbed,
   hostLedger,
+  REPO_ROOT,
   remoteDocker,
   resetHost,
+  run,
   type Testbed,
   type TestbedHost,
   writeOperatorEnv,
@@ -284,6 +286,37 @@ describe("promotion: production runs only what passed staging", () => {
       status: "failed",
       watch: "failed",
     });
+  });
+
+  it("deploy-kit plan/promote --from staging: the same choice from the staging host's ledger", async () => {
+    const ws = workspace("ok");
+    const cli = (...args: string[]) =>
+      run(process.execPath, [join(REPO_ROOT, "dist/cli/index.js"), ...args], {
+        cwd: ws,
+        check: false,
+        timeoutMs: 180_000,
+        env: {
+          ...process.env,
+          DEPLOY_KIT_SSH_KEY: tb.deployKeyPath,
+          DEPLOY_KIT_KNOWN_HOSTS: tb.knownHostsPath,
+          T15_PROD_HOST: production.address,
+          HOME: ws,
+        },
+      });
+    const plan = await cli("plan", "--env", "production", "--from", "staging", "--skip-migration-plan");
+    expect(plan.code, plan.stderr).toBe(0);
+    expect(plan.stdout).toContain(`image    ${passed}`);
+    expect(plan.stdout).toMatch(
+      /passed on staging \(what staging serves now\): release \S+ of commit 151515151515/,
+    );
+    // The release whose smoke test failed on staging, named by its commit: refused from the ledger.
+    const refused = await cli("promote", "--from", "staging", "--env", "production", "--release", C2);
+    expect(refused.code).toBe(3);
+    expect(refused.stderr).toMatch(/Refusing to promote commit 2525.*ROLLED-BACK.*\(.*'s ledger\)/);
+    const promoted = await cli("promote", "--from", "staging", "--env", "production", "--json");
+    expect(promoted.code, promoted.stderr).toBe(0);
+    expect(JSON.parse(promoted.stdout)).toMatchObject({ ok: true, imageRef: passed });
+    expect(promoted.stdout + promoted.stderr).not.toContain(production.address);
   });
 
   it("production without required reviewers: the plan fails before anything else", async () => {
