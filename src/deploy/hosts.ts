@@ -47,7 +47,6 @@ export function resolveHost(h: HostSpec, where: string, env: NodeJS.ProcessEnv =
     const value = env[name]?.trim();
     if (!value) {
       throw new ConfigError(`${where}.${key}: the environment variable ${name} is empty or not set.`, {
-        // biome-ignore lint/suspicious/noTemplateCurlyInString: a workflow expression for the user to copy
         hint: `Pass it to this step, e.g. env: ${name}: \${{ secrets.${name} }} (or export it before running the CLI).`,
       });
     }

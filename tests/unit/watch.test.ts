@@ -71,7 +71,12 @@ describe("watchRelease", () => {
   };
   const fakeClock = () => {
     let t = 0;
-    return { now: () => t, sleep: async (ms: number) => void (t += ms) };
+    return {
+      now: () => t,
+      sleep: async (ms: number) => {
+        t += ms;
+      },
+    };
   };
   const w = { durationMs: 60_000, intervalMs: 10_000, maxFailureRatio: 0.2, minProbes: 3 };
 
