@@ -309,10 +309,12 @@ describe("promotion: production runs only what passed staging", () => {
     expect(plan.stdout).toMatch(
       /passed on staging \(what staging serves now\): release \S+ of commit 151515151515/,
     );
-    // The release whose smoke test failed on staging, named by its commit: refused from the ledger.
-    const refused = await cli("promote", "--from", "staging", "--env", "production", "--release", C2);
+    // The release whose smoke test failed on staging (deployed as commit 3535…), named by its
+    // commit: refused from the ledger, naming it.
+    const refused = await cli("promote", "--from", "staging", "--env", "production", "--release", "3535353");
     expect(refused.code).toBe(3);
-    expect(refused.stderr).toMatch(/Refusing to promote commit 2525.*ROLLED-BACK.*\(.*'s ledger\)/);
+    expect(refused.stderr).toMatch(/Refusing to promote commit 3535353: .*commit 353535353535.*ROLLED-BACK/);
+    expect(refused.stderr).toContain(`(${staging.alias}'s ledger)`);
     const promoted = await cli("promote", "--from", "staging", "--env", "production", "--json");
     expect(promoted.code, promoted.stderr).toBe(0);
     expect(JSON.parse(promoted.stdout)).toMatchObject({ ok: true, imageRef: passed });
