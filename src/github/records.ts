@@ -18,7 +18,9 @@ export async function recordRelease(
 ): Promise<number | undefined> {
   try {
     const { octokit, owner, repo } = client(target, log);
-    const ref = record["git-sha"] || process.env.GITHUB_SHA;
+    // The run's own commit always exists in the repository; the promoted release's commit (in
+    // the payload) may live only on a staging branch that a squash merge left behind.
+    const ref = process.env.GITHUB_SHA || record["git-sha"];
     if (!ref) throw new Error("no commit to attach it to (git-sha and GITHUB_SHA are empty)");
     const { data } = await octokit.rest.repos.createDeployment({
       owner,

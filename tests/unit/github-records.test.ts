@@ -63,6 +63,21 @@ describe("records on the environment's GitHub Deployments", () => {
     expect(log.text()).toContain(`Recorded on GitHub (deployment 100, staging): passed ${D("a")}`);
   });
 
+  test("inside a run the record hangs on the run's commit; the promoted commit stays in the payload", async () => {
+    const saved = process.env.GITHUB_SHA;
+    process.env.GITHUB_SHA = "9".repeat(40); // main's squash commit
+    try {
+      await recordRelease(target(), record("a", "passed", 1), new MemoryLog());
+    } finally {
+      if (saved === undefined) delete process.env.GITHUB_SHA;
+      else process.env.GITHUB_SHA = saved;
+    }
+    expect(api.requests[0]!.body).toMatchObject({
+      ref: "9".repeat(40),
+      payload: { "git-sha": "a".repeat(40) },
+    });
+  });
+
   test("a rolled-back release is recorded too, with status failure", async () => {
     await recordRelease(
       target(),
