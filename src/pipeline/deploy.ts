@@ -21,7 +21,7 @@ import { type MigrateReport, migrateOnFirstHost } from "../migrate/action-flow.j
 import { migrateSections } from "../migrate/summary.js";
 import { appendLedger, type LedgerEntry } from "../release/ledger.js";
 import { digestOf, type ReleaseRecord } from "../release/promotion.js";
-import { runSmokeTests, type SmokeOutcome, smokeOptions } from "../smoke/run.js";
+import { runSmokeTests, type SmokeOptions, type SmokeOutcome, smokeOptions } from "../smoke/run.js";
 import { smokeFailureMessage, smokeSections } from "../smoke/summary.js";
 import { type WatchOutcome, watchFailureMessage, watchRelease } from "../smoke/watch.js";
 import type { Remote } from "../ssh/types.js";
@@ -225,14 +225,17 @@ export async function runPipeline(req: PipelineRequest): Promise<PipelineResult>
           // No verify line: a deploy line without one already reads as unverified, never promotable.
           return;
         }
-        const smokeOpts = smokeOptions(env, {
-          expectVersion: req.gitSha,
-          remote: env.smoke?.from === "host" ? remotes[0] : undefined,
-        });
+        let smokeOpts: SmokeOptions | undefined;
         const smoke = await phase(
           phases,
           "smoke",
-          () => runSmokeTests(smokeOpts, log),
+          () => {
+            smokeOpts = smokeOptions(env, {
+              expectVersion: req.gitSha,
+              remote: env.smoke?.from === "host" ? remotes[0] : undefined,
+            });
+            return runSmokeTests(smokeOpts, log);
+          },
           (o) => (o.passed ? `${o.results.length} check(s) passed` : "FAILED"),
         );
         result.smoke = smoke;
@@ -244,8 +247,8 @@ export async function runPipeline(req: PipelineRequest): Promise<PipelineResult>
           // smoke.from host: every host is watched over its own session, so a bad host is named.
           const targets =
             env.smoke.from === "host"
-              ? remotes.map((r) => ({ name: r.alias, smoke: { ...smokeOpts, remote: r } }))
-              : [{ name: "runner", smoke: smokeOpts }];
+              ? remotes.map((r) => ({ name: r.alias, smoke: { ...smokeOpts!, remote: r } }))
+              : [{ name: "runner", smoke: smokeOpts! }];
           const watched = await phase(
             phases,
             "watch",
@@ -310,7 +313,10 @@ export async function runPipeline(req: PipelineRequest): Promise<PipelineResult>
         throw new DeployError(
           `Release ${deployed.releaseId} failed ${failedWhat} and was ROLLED BACK: the hosts serve ${back.targetReleaseId} (${back.imageRef}) again.\n${failure}`,
           {
-            hint: "Look at the failed checks above; a version mismatch means the new release did not take traffic.",
+            hint:
+              failedWhat === "its smoke test"
+                ? "Look at the failed checks above; a version mismatch means the new release did not take traffic."
+                : "The release passed its smoke test, then failed while watched: the table names the host and the last failure; its logs are on the host.",
           },
         );
       },
