@@ -13,6 +13,7 @@ import {
   mkdtempSync,
   readdirSync,
   readFileSync,
+  rmSync,
   statSync,
   writeFileSync,
 } from "node:fs";
@@ -341,16 +342,20 @@ async function underLoad(fn, base = tb.nginx.url) {
 }
 
 // ---------------------------------------------------------------------------------------------
+const RESULTS = join(REPO, "bench/results.json");
+// BENCH_ONLY replaces just the figures it measures; each figure carries the date it was measured.
+const earlier = ONLY.length && existsSync(RESULTS) ? JSON.parse(readFileSync(RESULTS, "utf8")) : undefined;
 const results = {
   date: new Date().toISOString(),
   runs: RUNS,
   loadRuns: LOAD_RUNS,
+  bgDeploys: BG_DEPLOYS,
   node: process.version,
-  figures: {},
+  figures: { ...earlier?.figures },
 };
 const save = () => {
   mkdirSync(join(REPO, "bench"), { recursive: true });
-  writeFileSync(join(REPO, "bench/results.json"), `${JSON.stringify(results, null, 2)}\n`);
+  writeFileSync(RESULTS, `${JSON.stringify(results, null, 2)}\n`);
 };
 const originalUpstream = readFileSync(tb.nginx.upstreamFileOnMachine, "utf8");
 const originalSwitchInclude = readFileSync(tb.nginxFileSwitch.includeFileOnMachine, "utf8");
@@ -386,6 +391,7 @@ try {
     }
     results.loadAverage = (await import("node:os")).loadavg().map(r2);
     results.figures.P1 = {
+      measured: new Date().toISOString(),
       what: "deploy wall time, s (median)",
       deployKit: r2(median(dk.ms) / 1000),
       baseline: r2(median(bl.ms) / 1000),
@@ -394,6 +400,7 @@ try {
       samples: { deployKit: dk.ms.map((x) => r2(x / 1000)), baseline: bl.ms.map((x) => r2(x / 1000)) },
     };
     results.figures.P2 = {
+      measured: new Date().toISOString(),
       // Other suites share this sshd (and its one key), so a time window can only over-count: the
       // window figure is the minimum over the runs; deploy-kit's is also matched exactly by port.
       what: "SSH handshakes per host per deploy (sshd 'Accepted publickey')",
@@ -445,6 +452,7 @@ try {
       log(`P3 blue-green (switch: file) deploy ${i + 1}/${BG_DEPLOYS}: ${r.failed} failed of ${r.total}`);
     }
     results.figures.P3 = {
+      measured: new Date().toISOString(),
       what: "failed requests during one deploy at 200 req/s through nginx (median)",
       recreate: median(p3.recreate),
       blueGreen: median(p3.blueGreen),
@@ -489,6 +497,7 @@ try {
       if (i >= 2) break; // recreate rollbacks are slow; three are enough for a median
     }
     results.figures.P4 = {
+      measured: new Date().toISOString(),
       what: "rollback: trigger to the previous release serving, s (median); action wall time beside it",
       blueGreenWarm: r2(median(p4.bgServing) / 1000),
       blueGreenWarmAction: r2(median(p4.bgAction) / 1000),
@@ -534,6 +543,7 @@ try {
       }, 0);
     const stubs = Object.fromEntries(actions.map((a) => [a, statSync(join(dist, a, "index.js")).size]));
     results.figures.P5 = {
+      measured: new Date().toISOString(),
       what: "cold start, ms to the first log line (median); bundle sizes, bytes",
       coldStartMs: cold,
       maxColdStartMs: Math.max(...Object.values(cold)),
@@ -566,6 +576,7 @@ try {
       fleet[n] = r2(median(xs) / 1000);
     }
     results.figures.P6 = {
+      measured: new Date().toISOString(),
       what: "deploy wall time by host count, parallel 100%, s (median)",
       seconds: fleet,
       ratio10to1: fleet[10] && fleet[1] ? r2(fleet[10] / fleet[1]) : null,
@@ -586,7 +597,7 @@ try {
 }
 
 mkdirSync(join(REPO, "bench"), { recursive: true });
-writeFileSync(join(REPO, "bench/results.json"), `${JSON.stringify(results, null, 2)}\n`);
+writeFileSync(RESULTS, `${JSON.stringify(results, null, 2)}\n`);
 const f = results.figures;
 const rowsFor = {
   P1: () => [

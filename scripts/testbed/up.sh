@@ -35,7 +35,8 @@ fi
 # lock would otherwise be held by dockerd and sshd forever): close everything above stderr.
 for fd in /proc/$$/fd/*; do
   fd=${fd##*/}
-  if ((fd > 2)); then eval "exec $fd>&-" 2>/dev/null || true; fi
+  # 255 is the shell's own handle on this script.
+  if ((fd > 2 && fd < 255)); then eval "exec $fd>&-" 2>/dev/null || true; fi
 done
 
 mkdir -p "$S"

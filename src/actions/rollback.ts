@@ -20,24 +20,38 @@ export const inputs = {
   "registry-password": input.optional(),
   "restore-backup": input.bool(false),
   "github-token": input.optional(),
+  "confirm-restore": input.optional(),
 };
 
 async function main(log: Log): Promise<void> {
   const i = readInputs(inputs);
   const { ctx, result } = await withReleaseContext(i, log, async (ctx, remotes) => ({
     ctx,
-    result: await rollbackRelease(remotes, { ...ctx, to: i.to, restoreBackup: i["restore-backup"] }),
+    result: await rollbackRelease(remotes, {
+      ...ctx,
+      to: i.to,
+      restoreBackup: i["restore-backup"],
+      confirmRestore: i["confirm-restore"],
+    }),
   }));
   setOutputs({
     "release-id": result.releaseId,
     "target-release-id": result.targetReleaseId,
     "image-ref": result.imageRef,
+    "safety-dump": result.safetyDump ?? "",
   });
   await writeSummary(
     result.error
       ? `deploy-kit: rollback on ${i.environment} failed`
       : `deploy-kit: ${i.environment} rolled back to ${result.targetReleaseId}`,
-    hostSections(result.hosts, [`Image \`${result.imageRef}\`, ledger entry \`${result.releaseId}\``]),
+    hostSections(result.hosts, [
+      `Image \`${result.imageRef}\`, ledger entry \`${result.releaseId}\``,
+      ...(result.safetyDump
+        ? [
+            `Database restored; the safety dump of the database as it was just before: \`${result.safetyDump}\` (first host)`,
+          ]
+        : []),
+    ]),
   );
   await announce(ctx.config, log, rollbackFacts(ctx, i.environment, result));
   // The release taken off is condemned on GitHub too: promotion must not pick it by default.

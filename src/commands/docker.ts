@@ -20,14 +20,27 @@ export function repositoryOf(imageRef: string): string {
  * Pull on the host. With credentials, log in with the password on stdin into a temporary
  * DOCKER_CONFIG that exists only for this pull, so no credential stays on the server.
  */
-export function pullImageScript(imageRef: string, login?: { username: string }): string {
-  if (!login) return script(sh`docker pull --quiet ${imageRef}`);
+export function pullImageScript(
+  imageRef: string,
+  login?: { username: string },
+  /** Deadline of the pull on the host, shorter than the SSH one: the script ends (and cleans up) on its own. */
+  timeoutSecs?: number,
+): string {
+  const secs = timeoutSecs && Math.max(1, Math.ceil(timeoutSecs));
+  const pull = secs
+    ? sh`if command -v timeout >/dev/null 2>&1; then timeout ${secs} docker pull --quiet ${imageRef}; else docker pull --quiet ${imageRef}; fi`
+    : sh`docker pull --quiet ${imageRef}`;
+  if (!login) return script(pull);
   return script(
     "DOCKER_CONFIG=$(mktemp -d)",
     "export DOCKER_CONFIG",
     `trap 'rm -rf "$DOCKER_CONFIG"' EXIT`,
+    // A signal (the session closing, a TERM) must still run the EXIT trap: sh skips it otherwise.
+    "trap 'exit 129' HUP; trap 'exit 130' INT; trap 'exit 143' TERM",
     sh`docker login --username ${login.username} --password-stdin ${registryOf(imageRef)} >/dev/null`,
-    sh`docker pull --quiet ${imageRef}`,
+    // In the background and waited for, so a signal runs the trap now, not after the pull ends.
+    `${pull} &`,
+    `wait $!`,
   );
 }
 
@@ -205,4 +218,29 @@ export function parseRunningImages(stdout: string): RunningImage[] {
       imageId: imageId!,
       repoDigests: digests!.split(/\s+/).filter(Boolean),
     }));
+}
+
+/**
+ * Stop the running containers of the app's services in every project the app runs as
+ * (recreate: <app>; blue-green: <app>-blue and <app>-green), printing each id stopped, so a
+ * restore can run with no writer connected and the same containers start again afterwards.
+ */
+export function stopServicesScript(app: string, services: readonly string[]): string {
+  const projects = [app, `${app}-blue`, `${app}-green`];
+  return script(
+    sh`for p in ${projects}; do for s in ${services}; do`,
+    `  for c in $(docker ps -q --filter "label=com.docker.compose.project=$p" --filter "label=com.docker.compose.service=$s" --filter label=com.docker.compose.oneoff=False); do`,
+    `    docker stop "$c" >/dev/null && echo "stopped $c"`,
+    "  done",
+    "done; done",
+  );
+}
+
+/** Start again the containers stopServicesScript stopped. */
+export function startContainersScript(ids: readonly string[]): string {
+  for (const id of ids) if (!/^[0-9a-f]{12,64}$/.test(id)) throw new Error(`not a container id: ${id}`);
+  return script(
+    ids.length ? sh`docker start ${ids} >/dev/null` : "true",
+    sh`echo ${`started ${ids.length} container(s)`}`,
+  );
 }

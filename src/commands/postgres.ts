@@ -1,4 +1,4 @@
-import { quote, raw, script, sh } from "./shell.js";
+import { argvToShell, quote, raw, script, sh } from "./shell.js";
 
 /**
  * Which database the dump/restore targets, seen from INSIDE the db service's container:
@@ -132,18 +132,90 @@ export function pgRestoreListArgv(): string[] {
   return ["pg_restore", "--list"];
 }
 
+export const TRIAL_RESULT = "DK-TRIAL";
+/** Scratch databases are deploy-kit's own names: never one a user could have. */
+const SCRATCH = /^dk_trial_[a-z0-9_]{1,40}$/;
+
+export function scratchDatabaseName(label: string): string {
+  return `dk_trial_${label
+    .toLowerCase()
+    .replace(/[^a-z0-9]+/g, "_")
+    .slice(0, 40)}`;
+}
+
 /**
- * argv run in the db service: restores the dump on stdin over the current database, in one
- * transaction so a failed restore changes nothing. --no-owner: the app's user owns what it restores.
+ * argv run in the db service: a trial restore of the dump on stdin into a scratch database it
+ * creates and always drops (trap), with pg_restore under a deadline. Proves the dump restores,
+ * not just that its table of contents reads. Prints `DK-TRIAL <bytes> <tables> <seconds>`.
+ * CREATE/DROP DATABASE go through the connection the backup uses: that user needs CREATEDB.
  */
-export function pgRestoreArgv(db: DatabaseTarget): string[] {
-  // pg_restore without a database writes SQL to stdout: name the one libpq would connect to.
+export function pgTrialRestoreArgv(db: DatabaseTarget, scratch: string, timeoutSecs: number): string[] {
+  if (!SCRATCH.test(scratch)) throw new Error(`not a scratch database name: ${scratch}`);
+  const secs = Math.max(1, Math.ceil(timeoutSecs));
+  const restore = `pg_restore --no-owner --no-acl --exit-on-error --single-transaction --dbname=${scratch}`;
   return [
     "sh",
     "-c",
     [
       connection(db),
-      `exec pg_restore --clean --if-exists --no-owner --single-transaction --exit-on-error --dbname="\${PGDATABASE:-\${PGUSER:-$(id -un)}}"`,
+      `dk_db="\${PGDATABASE:-\${PGUSER:-$(id -un)}}"`,
+      `dk_sql() { psql -X -q -At -v ON_ERROR_STOP=1 --dbname="$dk_db" -c "$1"; }`,
+      // A scratch database left by a killed run is dropped first; FORCE (PostgreSQL 13+) ends a
+      // restore still running in it, plain DROP covers older servers.
+      `dk_drop() { dk_sql "DROP DATABASE IF EXISTS ${scratch} WITH (FORCE)" >/dev/null 2>&1 || dk_sql "DROP DATABASE IF EXISTS ${scratch}" >/dev/null 2>&1 || echo "could not drop the scratch database ${scratch}: drop it by hand" >&2; }`,
+      "dk_drop",
+      `dk_sql "CREATE DATABASE ${scratch}" || { echo "cannot create the scratch database ${scratch} for the trial restore: the database user needs CREATEDB (or set migrate.backup.verify: list)" >&2; exit 68; }`,
+      "trap dk_drop EXIT",
+      "dk_t0=$(date +%s); rc=0",
+      `if command -v timeout >/dev/null 2>&1; then timeout ${secs} ${restore} || rc=$?; else ${restore} || rc=$?; fi`,
+      `if [ "$rc" -eq 124 ]; then echo "the trial restore ran past its deadline (${secs} s): not using this backup" >&2; exit 67; fi`,
+      `[ "$rc" -eq 0 ] || { echo "the trial restore failed (pg_restore exited $rc): the backup does not restore" >&2; exit 67; }`,
+      `dk_bytes=$(PGDATABASE=${scratch} psql -X -At -c "SELECT pg_database_size(current_database())")`,
+      `dk_tables=$(PGDATABASE=${scratch} psql -X -At -c "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%'")`,
+      `echo "${TRIAL_RESULT} $dk_bytes $dk_tables $(( $(date +%s) - dk_t0 ))"`,
+    ].join("\n"),
+  ];
+}
+
+/** How a dump is proven good: its table of contents reads, or it restores into a scratch database. */
+export type VerifyMode = { kind: "list" } | { kind: "restore"; scratch: string; timeoutSecs: number };
+
+/**
+ * Shell lines (after inServiceFunction) that verify the dump in shell variable `var` and exit
+ * `exitCode`-ish codes that say which check failed; `consequence` ends each failure message.
+ */
+function verifyLines(db: DatabaseTarget, v: VerifyMode, variable: string, consequence: string): string[] {
+  return [
+    `list=$(dk_in_service ${argvToShell(pgRestoreListArgv())} < "$${variable}") || { echo "pg_restore --list cannot read the backup: ${consequence}" >&2; exit 66; }`,
+    // grep -c exits 1 when it counts 0; the count is for the log, the check was pg_restore's exit.
+    `entries=$(printf '%s\n' "$list" | grep -vc '^;' || true)`,
+    ...(v.kind === "restore"
+      ? [
+          sh`echo ${`trial restore into scratch database ${v.scratch} (deadline ${Math.ceil(v.timeoutSecs)} s)`}`,
+          sh`dk_in_service ${pgTrialRestoreArgv(db, v.scratch, v.timeoutSecs)} < "$${raw(variable)}"`,
+        ]
+      : []),
+  ];
+}
+
+/**
+ * argv run in the db service: restores the dump on stdin over the current database, in one
+ * transaction so a failed restore changes nothing. --no-owner: the app's user owns what it restores.
+ */
+export function pgRestoreArgv(db: DatabaseTarget, timeoutSecs?: number): string[] {
+  // pg_restore without a database writes SQL to stdout: name the one libpq would connect to.
+  const restore = `pg_restore --clean --if-exists --no-owner --single-transaction --exit-on-error --dbname="\${PGDATABASE:-\${PGUSER:-$(id -un)}}"`;
+  // The deadline runs inside the container: killing the docker client outside would leave
+  // pg_restore running there. A killed pg_restore's transaction rolls back.
+  const secs = timeoutSecs && Math.max(1, Math.ceil(timeoutSecs));
+  return [
+    "sh",
+    "-c",
+    [
+      connection(db),
+      secs
+        ? `if command -v timeout >/dev/null 2>&1; then exec timeout ${secs} ${restore}; else exec ${restore}; fi`
+        : `exec ${restore}`,
     ].join("\n"),
   ];
 }
@@ -192,17 +264,22 @@ export interface BackupScriptOptions extends InServiceOptions {
   /** File name from backupFileName(). */
   name: string;
   keep: number;
+  /** Default: list. */
+  verify?: VerifyMode;
+  /** False for a safety dump: pruning then could remove the very backup being restored. */
+  prune?: boolean;
 }
 
 export const BACKUP_RESULT = "DK-BACKUP";
 
 /**
  * Dump, verify, then keep: the dump is written to a .partial file that only becomes the
- * backup once it is non-empty and pg_restore can list it; anything else removes it and fails.
+ * backup once it is non-empty and passes verification (pg_restore can list it, or it restores
+ * into a scratch database); anything else removes it and fails.
  * Then the oldest backups beyond `keep` go. The one just taken is excluded by name, never by
  * age: names carry the runner's clock, and a runner behind the host's last one would otherwise
  * sort this run's backup oldest and delete it before the migration it protects.
- * Prints `DK-BACKUP <path> <bytes> <entries>` last.
+ * Prints `DK-BACKUP <path> <bytes> <entries>` last (after `DK-TRIAL ...` for a trial restore).
  */
 export function backupScript(o: BackupScriptOptions): string {
   if (!Number.isInteger(o.keep) || o.keep < 1) throw new Error("keep must be at least 1");
@@ -219,19 +296,50 @@ export function backupScript(o: BackupScriptOptions): string {
     sh`dk_in_service ${pgDumpArgv(o.db)} > "$part"`,
     `bytes=$(wc -c < "$part" | tr -d ' ')`,
     `[ "$bytes" -gt 0 ] || { echo "the backup is empty (0 bytes): not migrating" >&2; exit 65; }`,
-    sh`list=$(dk_in_service ${pgRestoreListArgv()} < "$part") || { echo "pg_restore --list cannot read the backup: not migrating" >&2; exit 66; }`,
-    // grep -c exits 1 when it counts 0; the count is for the log, the check was pg_restore's exit.
-    `entries=$(printf '%s\n' "$list" | grep -vc '^;' || true)`,
+    ...verifyLines(o.db, o.verify ?? { kind: "list" }, "part", "not migrating"),
     `mv "$part" "$file"`,
     "trap - EXIT",
-    sh`ls -1 ${o.dir} | grep '\\.dump$' | grep -vxF -e ${o.name} | sort -r | tail -n +${o.keep} | while read -r old; do rm -f ${o.dir}/"$old"; echo "pruned old backup $old"; done`,
+    o.prune !== false &&
+      sh`ls -1 ${o.dir} | grep '\\.dump$' | grep -vxF -e ${o.name} | sort -r | tail -n +${o.keep} | while read -r old; do rm -f ${o.dir}/"$old"; echo "pruned old backup $old"; done`,
     `echo "${BACKUP_RESULT} $file $bytes $entries"`,
   );
+}
+
+export interface VerifyBackupScriptOptions extends InServiceOptions {
+  db: DatabaseTarget;
+  file: string;
+  verify: VerifyMode;
+}
+
+export const DATABASE_RESULT = "DK-DATABASE";
+
+/**
+ * Before a restore: the archive on the host must be there, non-empty and pass verification,
+ * and the name of the database it would replace is printed (`DK-DATABASE <name>`, read inside
+ * the service from the same connection settings) so the confirmation can be checked against it.
+ * Read-only: nothing is dropped or written but the scratch database of a trial restore.
+ */
+export function verifyBackupScript(o: VerifyBackupScriptOptions): string {
+  return script(
+    sh`file=${o.file}`,
+    `[ -s "$file" ] || { echo "backup $file is missing or empty on this host: nothing was changed" >&2; exit 66; }`,
+    ...inServiceFunction(o),
+    sh`echo "${raw(DATABASE_RESULT)} $(dk_in_service ${databaseNameArgv(o.db)})"`,
+    ...verifyLines(o.db, o.verify, "file", "nothing was changed"),
+    `echo "verified $file: $entries entries"`,
+  );
+}
+
+/** argv run in the db service: the name of the database the connection settings point at. */
+export function databaseNameArgv(db: DatabaseTarget): string[] {
+  return ["sh", "-c", [connection(db), `echo "\${PGDATABASE:-\${PGUSER:-$(id -un)}}"`].join("\n")];
 }
 
 export interface RestoreScriptOptions extends InServiceOptions {
   db: DatabaseTarget;
   file: string;
+  /** Deadline of pg_restore; its transaction rolls back when it is stopped. */
+  timeoutSecs?: number;
 }
 
 /** Restore a backup taken by backupScript, inside the same service. */
@@ -240,7 +348,12 @@ export function restoreScript(o: RestoreScriptOptions): string {
     sh`file=${o.file}`,
     `[ -s "$file" ] || { echo "backup $file is missing or empty on this host" >&2; exit 66; }`,
     ...inServiceFunction(o),
-    sh`dk_in_service ${pgRestoreArgv(o.db)} < "$file"`,
+    "rc=0",
+    sh`dk_in_service ${pgRestoreArgv(o.db, o.timeoutSecs)} < "$file" || rc=$?`,
+    o.timeoutSecs
+      ? `[ "$rc" -ne 124 ] || { echo "pg_restore ran past its deadline (${Math.ceil(o.timeoutSecs)} s) and was stopped: its transaction rolled back" >&2; exit 124; }`
+      : undefined,
+    `[ "$rc" -eq 0 ] || exit "$rc"`,
     `echo "restored $file"`,
   );
 }

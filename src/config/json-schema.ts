@@ -41,7 +41,11 @@ const DESCRIPTIONS: Record<string, string> = {
   "*.migrate.command": "The migration command, run as compose run --rm --no-deps <service> <command>.",
   "*.migrate.plan-command": "Prints what would run, for dry-run (e.g. alembic upgrade head --sql).",
   "*.migrate.backup":
-    "pg_dump -Fc inside this compose service before migrating, verified with pg_restore --list.",
+    "pg_dump -Fc inside this compose service before migrating, verified before the migration may depend on it.",
+  "*.migrate.backup.verify":
+    "How a dump is proven good. list: pg_restore --list reads its table of contents. restore: a trial restore into a scratch database (dk_trial_*, created and dropped by deploy-kit inside the db service; the database user needs CREATEDB), its size and duration reported. Default: restore when required is true, list otherwise.",
+  "*.migrate.backup.verify-timeout":
+    "Deadline of the trial restore (verify: restore); past it the backup counts as failed. Default 10m.",
   "*.smoke": "Smoke checks after the deploy; version-field proves the new release answers.",
   "*.smoke.from":
     "runner (requests from the CI machine) or host (over SSH, for endpoints only the server reaches).",

@@ -246,6 +246,9 @@ const environment = z.strictObject({
           database: z.string().regex(PG_NAME, PG_NAME_RULE).optional(),
           user: z.string().regex(PG_NAME, PG_NAME_RULE).optional(),
           keep: z.number().int().min(1).max(1000).default(7),
+          // Default (unset): restore when required, list otherwise; see verifyMode().
+          verify: z.enum(["list", "restore"]).optional(),
+          "verify-timeout": duration("10m", "24h"),
         })
         .refine((b) => b["database-env"] || b.database, {
           message: "set database-env (the env var holding the database URL) or database",
@@ -309,6 +312,14 @@ const checkedEnvironment = environment.superRefine((e, ctx) => {
       code: "custom",
       path: ["blue-green", "service"],
       message: `must be one of compose.service (${e.compose.service.join(", ")})`,
+    });
+  // switch: file names an nginx variable after it, and `$1...` would be a regex capture there.
+  if (bg?.proxy.switch === "file" && /^[0-9]/.test(bg.proxy["upstream-name"] ?? ""))
+    ctx.addIssue({
+      code: "custom",
+      path: ["blue-green", "proxy", "upstream-name"],
+      message:
+        "with switch: file it names the nginx variable $<upstream-name>_upstream: start it with a letter",
     });
 });
 

@@ -7,6 +7,8 @@ import {
   pullImageScript,
   repositoryOf,
   runningImagesScript,
+  startContainersScript,
+  stopServicesScript,
 } from "../commands/docker.js";
 import { colorProject } from "../commands/proxy.js";
 import {
@@ -20,7 +22,7 @@ import type { Config, Environment } from "../config/schema.js";
 import { ConfigError, ConnectionLostError, DeployError } from "../core/errors.js";
 import type { Log } from "../core/log.js";
 import { registerSecret } from "../core/secrets.js";
-import { restoreBackup } from "../migrate/backup.js";
+import { checkRestore, restoreBackup } from "../migrate/backup.js";
 import { checkRollbackDatabase, migrationFor, rollbackDatabasePlan } from "../migrate/ledger.js";
 import { newReleaseId } from "../release/ids.js";
 import {
@@ -208,7 +210,12 @@ async function ensureImage(
     const t = Date.now();
     await remote.run({
       what: `pull ${imageRef}`,
-      script: pullImageScript(imageRef, registry ? { username: registry.username } : undefined),
+      // The host's own deadline ends the pull first, so its credentials are removed by the script.
+      script: pullImageScript(
+        imageRef,
+        registry ? { username: registry.username } : undefined,
+        COMPOSE_UP_TIMEOUT / 1000 - 15,
+      ),
       stdin: registry ? registry.password : undefined,
       timeoutMs: COMPOSE_UP_TIMEOUT,
       hint: registry
@@ -622,6 +629,8 @@ export interface RollbackRequest extends ReleaseContext {
    * first host, where migrations run). Destroys data written since: an explicit opt-in.
    */
   restoreBackup?: boolean;
+  /** Must equal `<database>@<backup file name>` for restore-backup to go ahead. */
+  confirmRestore?: string;
 }
 
 export interface RollbackResult {
@@ -631,6 +640,8 @@ export interface RollbackResult {
   hosts: HostResult[];
   /** The release this rollback took off the first host: a record says it must not be promoted. */
   replaced?: LedgerEntry;
+  /** restore-backup: the dump of the database taken just before the restore (kept on the first host). */
+  safetyDump?: string;
   error?: Error;
 }
 
@@ -659,15 +670,17 @@ export function chooseTargets(runs: { alias: string; ledger: LedgerEntry[] }[], 
 }
 
 /**
- * What rollback does about the database: with restore-backup, a step restoring the backup the
- * ledger names (refused when there is none); without it, a warning when the target predates
- * migrations that stay applied.
+ * What rollback does about the database: with restore-backup, the backup the ledger names
+ * (refused when there is none), checked before anything changes (verified, confirmation naming
+ * the database and the file) and restored later by `restore`; without it, a warning when the
+ * target predates migrations that stay applied.
  */
-function databaseStep(
-  first: HostRun,
+async function databaseStep(
+  runs: HostRun[],
   target: LedgerEntry,
   req: RollbackRequest,
-): (() => Promise<void>) | undefined {
+): Promise<((label: string) => Promise<string>) | undefined> {
+  const first = runs[0]!;
   const plan = rollbackDatabasePlan(first.ledger, target);
   const file = checkRollbackDatabase(plan, target, req.restoreBackup ?? false, (m) => req.log.warn(m));
   if (!file) return undefined;
@@ -680,17 +693,39 @@ function databaseStep(
       },
     );
   }
-  return () =>
-    restoreBackup(
-      {
-        remote: first.remote,
-        path: req.env.path,
-        compose: project(req, first.bin),
-        backup,
-        file,
-      },
-      req.log,
+  const db = { remote: first.remote, path: req.env.path, compose: project(req, first.bin), backup, file };
+  await req.log.group(`Check database backup ${file} on ${first.remote.alias}`, () =>
+    checkRestore({ ...db, confirm: req.confirmRestore }, req.log),
+  );
+  // Writers stopped on every host, then the safety dump and the restore: every write up to the
+  // stop is in the safety dump, and none lands between the dump and the restore.
+  return async (label) => {
+    const stopped = await Promise.all(
+      runs.map(async (r) => {
+        const res = await r.remote.run({
+          what: "stop the app's containers for the restore",
+          script: stopServicesScript(req.config.app, req.env.compose.service),
+          onLine: (l) => req.log.info(`${r.remote.alias}: ${l}`),
+        });
+        return [...res.stdout.matchAll(/^stopped ([0-9a-f]+)$/gm)].map((m) => m[1]!);
+      }),
     );
+    try {
+      const { safety } = await restoreBackup({ ...db, label, timeoutMs: req.env.migrate!.timeout }, req.log);
+      return safety.path;
+    } finally {
+      // Restored or not (a failed restore changed nothing), the stopped containers serve again.
+      await Promise.all(
+        runs.map((r, i) =>
+          r.remote
+            .run({ what: "start the app's containers again", script: startContainersScript(stopped[i]!) })
+            .catch((e) =>
+              req.log.warn(`${r.remote.alias}: could not start the stopped containers: ${oneLine(e)}`),
+            ),
+        ),
+      );
+    }
+  };
 }
 
 /** Put an earlier release back on every host of the environment (the caller holds the lock). */
@@ -704,7 +739,7 @@ export async function rollbackRelease(
     runs.map((r) => ({ alias: r.remote.alias, ledger: r.ledger })),
     req.to,
   );
-  const database = databaseStep(runs[0]!, targets[0]!, req);
+  const database = await databaseStep(runs, targets[0]!, req);
   const distinct = new Set(targets.map((t) => t["image-ref"]));
   if (distinct.size > 1)
     req.log.warn(`the hosts' ledgers differ: rolling back to ${[...distinct].join(", ")}`);
@@ -714,8 +749,6 @@ export async function rollbackRelease(
     r.result["image-ref"] = targets[i]!["image-ref"];
     r.result.previous = r.ledger.findLast(isRelease)?.id;
   });
-  // The restore runs in one transaction before any code changes: if it fails, nothing changed.
-  if (database) await database();
   const error = await req.log.group(`Roll back to ${targets[0]!.id}`, () =>
     inBatches(runs, batchSize(req.env.parallel, runs.length), async (run) => {
       const target = targets[runs.indexOf(run)]!;
@@ -739,6 +772,16 @@ export async function rollbackRelease(
       }
     }),
   );
+  // The code goes back first, so what starts after the restore is the release the backup belongs to.
+  let restoreError: Error | undefined;
+  let safetyDump: string | undefined;
+  if (!error && database) {
+    try {
+      safetyDump = await database(newId);
+    } catch (e) {
+      restoreError = e as Error;
+    }
+  }
   if (!error) {
     await Promise.all(
       runs.map((r) =>
@@ -747,7 +790,24 @@ export async function rollbackRelease(
     );
   }
   const replaced = runs[0]!.ledger.findLast((e) => isRelease(e) && e.id === runs[0]!.result.previous);
+  if (restoreError) {
+    return {
+      releaseId: newId,
+      targetReleaseId: targets[0]!.id,
+      imageRef: targets[0]!["image-ref"],
+      hosts: runs.map((r) => r.result),
+      error: new DeployError(
+        `Rollback ${newId}: the code of ${targets[0]!.id} is back, but the database was not restored.\n${restoreError.message}`,
+        {
+          host: (restoreError as DeployError).host,
+          hint: (restoreError as DeployError).hint,
+          cause: restoreError,
+        },
+      ),
+    };
+  }
   return {
+    ...(safetyDump ? { safetyDump } : {}),
     releaseId: newId,
     targetReleaseId: targets[0]!.id,
     imageRef: targets[0]!["image-ref"],

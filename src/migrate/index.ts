@@ -5,9 +5,11 @@ export {
   type BackupResult,
   type BackupSettings,
   backupDir,
+  checkRestore,
   type DbTarget,
   restoreBackup,
   restoreCommand,
+  restoreConfirmation,
   takeBackup,
 } from "./backup.js";
 export {

@@ -1,5 +1,6 @@
 import { ConfigError } from "../core/errors.js";
 import type { LedgerEntry } from "../release/ledger.js";
+import type { TrialRestore } from "./backup.js";
 import type { MigrateOutcome, MigrationFailed } from "./run.js";
 
 /** What the ledger says about the migration of one image: copied into that release's entry. */
@@ -23,6 +24,7 @@ export function migrateLedgerEntry(
       status: "succeeded",
       backup: result.outcome.backup?.path ?? null,
       "migration-applied": result.outcome.applied,
+      ...(result.outcome.backup?.trial ? { "backup-trial": trialRecord(result.outcome.backup.trial) } : {}),
     };
   }
   const failed = "failed" in result;
@@ -34,9 +36,16 @@ export function migrateLedgerEntry(
     kind: "migrate",
     status: "failed",
     backup: failed ? (result.failed.details.backup?.path ?? null) : null,
+    ...(failed && result.failed.details.backup?.trial
+      ? { "backup-trial": trialRecord(result.failed.details.backup.trial) }
+      : {}),
     "migration-applied": false,
     reason: reason.slice(0, 300),
   };
+}
+
+function trialRecord(t: TrialRestore): NonNullable<LedgerEntry["backup-trial"]> {
+  return { bytes: t.bytes, tables: t.tables, "duration-s": t.durationS };
 }
 
 /**

@@ -4,7 +4,7 @@ import type { Environment } from "../config/schema.js";
 import { ConfigError, DeployError } from "../core/errors.js";
 import type { Log } from "../core/log.js";
 import type { Remote } from "../ssh/types.js";
-import { type BackupResult, restoreCommand, takeBackup } from "./backup.js";
+import { type BackupResult, describeVerification, restoreCommand, takeBackup } from "./backup.js";
 import { oneOffScript, TIMED_OUT } from "./commands.js";
 
 export interface MigrateContext {
@@ -98,7 +98,7 @@ export async function runMigrations(ctx: MigrateContext, log: Log): Promise<Migr
           log,
         );
         log.info(
-          `backup ${res.path}: ${res.bytes} bytes, ${res.entries} entries (verified with pg_restore --list)`,
+          `backup ${res.path}: ${res.bytes} bytes, ${res.entries} entries (${describeVerification(res)})`,
         );
         return res;
       } catch (e) {

@@ -1,17 +1,12 @@
 import type { SummarySection } from "../core/summary.js";
 import type { MigrateReport } from "./action-flow.js";
-
-function size(bytes: number): string {
-  if (bytes < 1024) return `${bytes} B`;
-  if (bytes < 1024 * 1024) return `${(bytes / 1024).toFixed(1)} KiB`;
-  return `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
-}
+import { describeVerification, size } from "./backup.js";
 
 /** The job summary of a migration: where, what ran, the backup, the result; the plan on dry-run. */
 export function migrateSections(r: MigrateReport): SummarySection[] {
   const o = r.outcome;
   const backup = o?.backup
-    ? `\`${o.backup.path}\` (${size(o.backup.bytes)}, ${o.backup.entries} entries, verified)`
+    ? `\`${o.backup.path}\` (${size(o.backup.bytes)}, ${o.backup.entries} entries, ${describeVerification(o.backup)})`
     : "none";
   const result = r.error
     ? `failed: ${r.error.message.split("\n")[0]}`

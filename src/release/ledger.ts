@@ -31,6 +31,8 @@ export interface LedgerEntry {
   status: LedgerStatus;
   /** Path on the host of the database backup taken before this release's migration. */
   backup: string | null;
+  /** verify: restore: what the trial restore of `backup` into a scratch database produced. */
+  "backup-trial"?: { bytes: number; tables: number; "duration-s": number };
   /** Whether a migration ran for this release (null: not known / no migration step). */
   "migration-applied": boolean | null;
   target?: string;

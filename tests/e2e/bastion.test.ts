@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { runBundled } from "../support/runner.js";
 import {
   ensureTestbed,
+  exampleCompose,
   HOSTS_COMPOSE,
   hostExec,
   run,
@@ -40,17 +41,7 @@ environments:
     health: { timeout: 30s, interval: 500ms }
 `;
 
-const COMPOSE = `services:
-  api:
-    image: placeholder/overridden-by-deploy-kit
-    init: true
-    ports: ["\${TB_PORT}:8080"]
-    healthcheck:
-      test: ["CMD", "/app/bin/healthcheck"]
-      interval: 1s
-      timeout: 2s
-      retries: 2
-`;
+const COMPOSE = exampleCompose({ portVar: "TB_PORT" });
 
 const deploy = (knownHosts: string) =>
   runBundled("deploy-ssh", {

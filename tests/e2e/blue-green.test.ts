@@ -12,6 +12,7 @@ import { runBundled } from "../support/runner.js";
 import {
   buildExampleImage,
   ensureTestbed,
+  exampleCompose,
   HOSTS_COMPOSE,
   hostExec,
   remoteDocker,
@@ -38,17 +39,7 @@ let images: { v1: string; v2: string; v3: string };
 let sshKey: string;
 let knownHosts: string;
 
-const COMPOSE = `services:
-  api:
-    image: placeholder/overridden-by-deploy-kit
-    init: true
-    restart: unless-stopped
-    healthcheck:
-      test: ["CMD", "/app/bin/healthcheck"]
-      interval: 1s
-      timeout: 2s
-      retries: 2
-`;
+const COMPOSE = exampleCompose({ restart: true });
 
 function config(fileSwitch = false): string {
   const app = fileSwitch ? APP_FILE : APP;

@@ -4,6 +4,7 @@ import { copyFileSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { DOCKER_MANIFEST_LIST, type ImageIndexDoc, indexPlatforms } from "../support/fake-registry.js";
 import { runBundled } from "../support/runner.js";
 import { dockerEnv, ensureTestbed, type Testbed } from "../support/testbed.js";
 
@@ -149,15 +150,13 @@ describe("build-image with docker buildx (docker driver), on the runner's engine
     const r = await build(name, {}, ["linux/amd64", "linux/arm64"]);
     expect(r.stdout).toMatch(/Build .*tx-multi:sha-[0-9a-f]{12} for linux\/arm64/);
     const shaTag = r.outputs.tags!.split("\n")[0]!;
-    const index = (await registryGet(testbed.registry.auth, `tx-multi/manifests/${shaTag}`, MANIFESTS)) as {
-      mediaType: string;
-      manifests: { digest: string; platform: { os: string; architecture: string } }[];
-    };
-    expect(index.mediaType).toBe("application/vnd.docker.distribution.manifest.list.v2+json");
-    expect(index.manifests.map((m) => `${m.platform.os}/${m.platform.architecture}`)).toEqual([
-      "linux/amd64",
-      "linux/arm64",
-    ]);
+    const index = (await registryGet(
+      testbed.registry.auth,
+      `tx-multi/manifests/${shaTag}`,
+      MANIFESTS,
+    )) as unknown as ImageIndexDoc;
+    expect(index.mediaType).toBe(DOCKER_MANIFEST_LIST);
+    expect(indexPlatforms(index)).toEqual(["linux/amd64", "linux/arm64"]);
     // The digest deployed is the index's.
     expect(r.outputs["image-ref"]).toBe(`${name}@${r.outputs.digest}`);
     expect(r.outputs["image-id"]).toBe("");

@@ -10,6 +10,7 @@ import type { LedgerEntry } from "../../src/release/ledger.js";
 import {
   EXAMPLE_APP_DIR,
   ensureTestbed,
+  exampleCompose,
   hostExec,
   isolatedDockerConfig,
   REPO_ROOT,
@@ -30,17 +31,7 @@ let hosts: TestbedHost[];
 let ws: string;
 const CLI = join(resolve(process.env.DK_DIST_ROOT || REPO_ROOT), "dist/cli/index.js");
 
-const COMPOSE = `services:
-  api:
-    image: placeholder/set-by-deploy-kit
-    init: true
-    ports: ["\${T8_PORT}:8080"]
-    healthcheck:
-      test: ["CMD", "/app/bin/healthcheck"]
-      interval: 1s
-      timeout: 2s
-      retries: 2
-`;
+const COMPOSE = exampleCompose({ portVar: "T8_PORT" });
 
 function config(): string {
   return `version: 1

@@ -3,7 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { runBundled } from "../support/runner.js";
-import { HOSTS_COMPOSE, hostExec } from "../support/testbed.js";
+import { exampleCompose, HOSTS_COMPOSE, hostExec } from "../support/testbed.js";
 import { ledgerOf, type T3Bed, t3Bed, visible } from "./t3-support.js";
 
 // Shared-testbed isolation: app t3-deploy, path /srv/t3-deploy, ports 18310 (h1) and 18311 (h2).
@@ -34,17 +34,7 @@ environments:
 ${extra}`;
 }
 
-const COMPOSE = `services:
-  api:
-    image: placeholder/overridden-by-deploy-kit
-    init: true
-    ports: ["\${T3_PORT}:8080"]
-    healthcheck:
-      test: ["CMD", "/app/bin/healthcheck"]
-      interval: 1s
-      timeout: 2s
-      retries: 2
-`;
+const COMPOSE = exampleCompose({ portVar: "T3_PORT" });
 
 async function deploy(
   imageRef: string,

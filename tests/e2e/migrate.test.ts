@@ -8,7 +8,7 @@ import { beforeAll, describe, expect, test } from "vitest";
 import { parseConfig } from "../../src/config/load.js";
 import { MemoryLog } from "../../src/core/log.js";
 import { openHosts } from "../../src/deploy/hosts.js";
-import { restoreBackup } from "../../src/migrate/index.js";
+import { checkRestore, restoreBackup } from "../../src/migrate/index.js";
 import type { LedgerEntry } from "../../src/release/ledger.js";
 import { runBundled } from "../support/runner.js";
 import {
@@ -162,6 +162,14 @@ describe(`migrate (bundled) on the testbed (compose ${HOSTS_COMPOSE})`, () => {
       "001_create_widgets,002_add_widget_color",
     );
     expect(r.stdout).toContain("pg_dump in service api (one-off container)");
+    // required: true proves the dump restores: a trial restore into a scratch database, dropped after.
+    expect(r.stdout).toMatch(/trial restore into scratch database dk_trial_\d{8}t\d{6}z_[0-9a-f]{7}/);
+    expect(r.stdout).toMatch(/verified by a trial restore: 0 tables, [\d.]+ (KiB|MiB) restored in \d+ s/);
+    expect(r.summary).toContain("verified by a trial restore");
+    expect(ledger(app)[0]!["backup-trial"]).toMatchObject({ tables: 0 });
+    expect(await psql("postgres", "SELECT count(*) FROM pg_database WHERE datname LIKE 'dk_trial_%'")).toBe(
+      "0",
+    );
     expect(r.stdout).toContain("migrate: applying 001_create_widgets");
     expect(ledger(app)).toMatchObject([
       {
@@ -240,7 +248,7 @@ describe(`migrate (bundled) on the testbed (compose ${HOSTS_COMPOSE})`, () => {
     console.log(`[t5] failing migration, reported: ${(took / 1000).toFixed(1)} s`);
   });
 
-  test("restoreBackup (rollback's restore-backup) puts the database back as the backup has it", async () => {
+  test("rollback's restore-backup: verified, confirmed by database@file, a safety dump first, then restored", async () => {
     const backup = ledger(app).at(-1)!.backup!;
     await psql(db, "INSERT INTO widgets (name) VALUES ('written after the backup')");
     expect(await psql(db, "SELECT count(*) FROM widgets")).toBe("2");
@@ -248,22 +256,41 @@ describe(`migrate (bundled) on the testbed (compose ${HOSTS_COMPOSE})`, () => {
       .environments.e2e!;
     const log = new MemoryLog();
     const hosts = await openHosts(env, { sshKey, knownHosts }, log);
+    const target = {
+      remote: hosts.remotes[0]!,
+      path: env.path,
+      compose: { bin: "docker-compose" as const, project: app, dir: env.path, files: ["compose.yml"] },
+      backup: env.migrate!.backup!,
+      file: backup,
+    };
+    const expected = `${db}@${backup.split("/").pop()}`;
+    let safety: string;
     try {
-      await restoreBackup(
-        {
-          remote: hosts.remotes[0]!,
-          path: env.path,
-          compose: { bin: "docker-compose", project: app, dir: env.path, files: ["compose.yml"] },
-          backup: env.migrate!.backup!,
-          file: backup,
-        },
-        log,
-      );
+      const refused = await checkRestore({ ...target, confirm: "yes" }, log).catch((e) => e);
+      expect(refused.message).toContain(`restore-backup replaces database ${db} with ${backup} on h1`);
+      expect(refused.hint).toContain(`pass exactly: confirm-restore: ${expected}`);
+      expect(await psql(db, "SELECT count(*) FROM widgets")).toBe("2");
+      // The archive is proven by a trial restore before anything is dropped.
+      const checked = await checkRestore({ ...target, confirm: expected }, log);
+      expect(checked.database).toBe(db);
+      expect(checked.trial?.tables).toBe(2);
+      safety = (await restoreBackup({ ...target, label: "e2e", timeoutMs: 120_000 }, log)).safety.path;
     } finally {
       await hosts.close();
     }
     expect(log.text()).toContain(`restored ${backup}`);
+    expect(log.text()).toContain(`safety dump of the current database: ${safety}`);
     expect(await psql(db, "SELECT string_agg(name, ',') FROM widgets")).toBe("first widget");
+    // The safety dump holds the row the restore removed, and it is kept.
+    expect(await restoreList(safety)).toContain("TABLE DATA public widgets");
+    expect(backups(app)).toContain(safety.split("/").pop());
+    const rows = (
+      await run("pg_restore", ["--data-only", "--table=widgets", "-f", "-", machinePath(h1, safety)])
+    ).stdout;
+    expect(rows).toContain("written after the backup");
+    expect(await psql("postgres", "SELECT count(*) FROM pg_database WHERE datname LIKE 'dk_trial_%'")).toBe(
+      "0",
+    );
   });
 });
 

@@ -166,3 +166,13 @@ export function imageManifest(seed: string, layers = [1000, 2000]): unknown {
     })),
   };
 }
+
+/** A multi-platform index as registries serve it: its media type and each platform's manifest. */
+export interface ImageIndexDoc {
+  mediaType: string;
+  manifests: { digest: string; platform: { os: string; architecture: string } }[];
+}
+export const DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json";
+/** os/architecture of each manifest of an index, in order. */
+export const indexPlatforms = (index: ImageIndexDoc) =>
+  index.manifests.map((m) => `${m.platform.os}/${m.platform.architecture}`);

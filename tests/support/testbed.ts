@@ -437,6 +437,28 @@ export async function buildExampleImage(opts: ExampleImageOptions = {}): Promise
   return { ref: `${name}@${digest}`, tagRef, name, tag, digest, gitSha, version };
 }
 
+/**
+ * The compose file the e2e suites deploy: the example app as service `api` with its healthcheck,
+ * its port 8080 published on the port the operator's .env names in `portVar`, or not published
+ * at all (blue-green publishes each colour's port itself). deploy-kit sets the image.
+ */
+export function exampleCompose(opts: { portVar?: string; restart?: boolean } = {}): string {
+  return [
+    "services:",
+    "  api:",
+    "    image: placeholder/overridden-by-deploy-kit",
+    "    init: true",
+    ...(opts.restart ? ["    restart: unless-stopped"] : []),
+    ...(opts.portVar ? [`    ports: ["\${${opts.portVar}}:8080"]`] : []),
+    "    healthcheck:",
+    '      test: ["CMD", "/app/bin/healthcheck"]',
+    "      interval: 1s",
+    "      timeout: 2s",
+    "      retries: 2",
+    "",
+  ].join("\n");
+}
+
 /** Polls an HTTP URL until `accept` says yes (default: status 200); returns the last response. */
 export async function waitForHttp(
   url: string,

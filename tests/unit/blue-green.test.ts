@@ -88,6 +88,12 @@ describe("blue-green in deploy-kit.yml", () => {
       BG.replace("verify-url", "upstream-name: 'a;b'\n        verify-url"),
       /upstream-name: letters, digits/,
     ],
+    [
+      "switch: file with an upstream name that would read as a regex capture ($1...)",
+      BG.replace("verify-url", "switch: file\n        upstream-name: 1api\n        verify-url"),
+      /upstream-name: with switch: file it names the nginx variable/,
+    ],
+    ["an unknown switch", BG.replace("verify-url", "switch: api\n        verify-url"), /switch/],
     ["no verify-url", BG.replace(/ {8}verify-url.*\n/, ""), /verify-url/],
     ["an unknown proxy type", BG.replace("upstream-file", "type: traefik\n        upstream-file"), /type/],
     [

@@ -15,7 +15,13 @@ import { ConfigError, describeError } from "../../src/core/errors.js";
 import { MemoryLog } from "../../src/core/log.js";
 import { forgetSecrets, registerSecret } from "../../src/core/secrets.js";
 import type { LocalCommand, LocalExecutor, LocalResult } from "../../src/exec/local.js";
-import { FakeRegistry, imageManifest } from "../support/fake-registry.js";
+import {
+  DOCKER_MANIFEST_LIST,
+  FakeRegistry,
+  type ImageIndexDoc,
+  imageManifest,
+  indexPlatforms,
+} from "../support/fake-registry.js";
 
 const SHA = "89abcdef0123456789abcdef0123456789abcdef";
 const creds = { username: "dk", password: "correct-horse-battery" };
@@ -273,15 +279,9 @@ describe("buildImage with buildx", () => {
     expect(builds[0]).toContain("--platform linux/amd64 --push");
     expect(builds[1]).toContain(`--tag ${name}:sha-ffffffffffff-linux-arm64 --label`);
     expect(builds[1]).toContain("--platform linux/arm64 --push");
-    const index = reg.manifestOf("t4-unit", "sha-ffffffffffff") as {
-      mediaType: string;
-      manifests: { digest: string; platform: { os: string; architecture: string } }[];
-    };
-    expect(index.mediaType).toBe("application/vnd.docker.distribution.manifest.list.v2+json");
-    expect(index.manifests.map((m) => `${m.platform.os}/${m.platform.architecture}`)).toEqual([
-      "linux/amd64",
-      "linux/arm64",
-    ]);
+    const index = reg.manifestOf("t4-unit", "sha-ffffffffffff") as ImageIndexDoc;
+    expect(index.mediaType).toBe(DOCKER_MANIFEST_LIST);
+    expect(indexPlatforms(index)).toEqual(["linux/amd64", "linux/arm64"]);
     expect(index.manifests.map((m) => m.digest)).toEqual([
       reg.digestOf("t4-unit", "sha-ffffffffffff-linux-amd64"),
       reg.digestOf("t4-unit", "sha-ffffffffffff-linux-arm64"),

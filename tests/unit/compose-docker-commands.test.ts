@@ -1,5 +1,5 @@
-import { spawnSync } from "node:child_process";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { spawn, spawnSync } from "node:child_process";
+import { chmodSync, existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, test } from "vitest";
@@ -110,11 +110,41 @@ describe("docker commands", () => {
         "DOCKER_CONFIG=$(mktemp -d)",
         "export DOCKER_CONFIG",
         `trap 'rm -rf "$DOCKER_CONFIG"' EXIT`,
+        "trap 'exit 129' HUP; trap 'exit 130' INT; trap 'exit 143' TERM",
         "docker login --username dk --password-stdin 10.200.0.1:5001 >/dev/null",
-        "docker pull --quiet 10.200.0.1:5001/t3/app@sha256:aa",
+        "docker pull --quiet 10.200.0.1:5001/t3/app@sha256:aa &",
+        "wait $!",
       ].join("\n"),
     );
     expect(pullImageScript("a/b@sha256:aa")).toBe("set -eu\ndocker pull --quiet a/b@sha256:aa");
+  });
+
+  // Real sh, fake docker: login writes a credential into $DOCKER_CONFIG, the pull hangs.
+  test.each([
+    ["its own deadline", "deadline"],
+    ["a TERM", "TERM"],
+    ["a HUP", "HUP"],
+  ])("a pull ended by %s leaves no credentials on the host", async (_n, how) => {
+    const dir = mkdtempSync(join(tmpdir(), "t3-pull-"));
+    const tool = (name: string, body: string) => {
+      writeFileSync(join(dir, name), `#!/bin/sh\n${body}\n`);
+      chmodSync(join(dir, name), 0o755);
+    };
+    tool(
+      "docker",
+      `case "$1" in login) cat > "$DOCKER_CONFIG/config.json"; echo "$DOCKER_CONFIG" > ${dir}/where ;; pull) exec sleep 30 ;; esac`,
+    );
+    const s = pullImageScript("r.example/app:1", { username: "dk" }, how === "deadline" ? 1 : 60);
+    const child = spawn("/bin/sh", ["-c", s], { env: { PATH: `${dir}:/usr/bin:/bin`, TMPDIR: dir } });
+    child.stdin.end("pw-secret");
+    const started = Date.now();
+    while (!existsSync(join(dir, "where"))) await new Promise((r) => setTimeout(r, 20));
+    const config = readFileSync(join(dir, "where"), "utf8").trim();
+    expect(readFileSync(join(config, "config.json"), "utf8")).toBe("pw-secret");
+    if (how !== "deadline") child.kill(how === "TERM" ? "SIGTERM" : "SIGHUP");
+    await new Promise((r) => child.on("exit", r));
+    expect(Date.now() - started).toBeLessThan(5000);
+    expect(existsSync(config)).toBe(false);
   });
 
   test("image info and container state parse", () => {

@@ -9,6 +9,7 @@ import { ConfigError, DeployError } from "../../src/core/errors.js";
 import { MemoryLog } from "../../src/core/log.js";
 import { oneOffScript } from "../../src/migrate/commands.js";
 import {
+  checkRestore,
   checkRollbackDatabase,
   MigrationFailed,
   migrateLedgerEntry,
@@ -50,6 +51,8 @@ const PROJECT: ComposeProject = {
 };
 const NOW = () => new Date("2026-11-22T04:05:06Z");
 const BACKUP_LINE = "DK-BACKUP /srv/t5-app/.deploy-kit/backups/20261122T040506Z-abc1234.dump 2048 12";
+// required: true verifies by a trial restore, which reports first.
+const TRIAL_LINE = "DK-TRIAL 24576 3 1";
 
 function ctx(remote: Remote, migrate = WITH_BACKUP, dryRun = false) {
   return { app: "t5-app", env: env(migrate), remote, compose: PROJECT, label: "abc1234", dryRun, now: NOW };
@@ -106,7 +109,10 @@ describe("runMigrations", () => {
     const remote = new FakeRemote([
       [
         /pg_dump backup/,
-        { stdout: `${BACKUP_LINE}\n`, lines: ["pg_dump in service api (running container)", BACKUP_LINE] },
+        {
+          stdout: `${TRIAL_LINE}\n${BACKUP_LINE}\n`,
+          lines: ["pg_dump in service api (running container)", BACKUP_LINE],
+        },
       ],
       [/bin\/migrate/, { lines: ["applying 001_create_items.sql", "CREATE TABLE"] }],
     ]);
@@ -119,8 +125,11 @@ describe("runMigrations", () => {
         path: "/srv/t5-app/.deploy-kit/backups/20261122T040506Z-abc1234.dump",
         bytes: 2048,
         entries: 12,
+        trial: { bytes: 24576, tables: 3, durationS: 1 },
       },
     });
+    expect(log.text()).toContain("verified by a trial restore: 3 tables, 24.0 KiB restored in 1 s");
+    expect(remote.commands[0]!.script).toContain("CREATE DATABASE dk_trial_20261122t040506z_abc1234");
     expect(remote.commands.map((c) => c.what)).toEqual([
       "pg_dump backup in service api",
       "bin/migrate (compose run api)",
@@ -160,7 +169,7 @@ describe("runMigrations", () => {
 
   it("reports a failed migration with exit code, output tail, backup and the restore command", async () => {
     const remote = new FakeRemote([
-      [/pg_dump backup/, { stdout: BACKUP_LINE }],
+      [/pg_dump backup/, { stdout: `${TRIAL_LINE}\n${BACKUP_LINE}` }],
       [
         /bin\/migrate/,
         { exitCode: 3, lines: ["applying 002_bad.sql", 'ERROR:  relation "nope" does not exist'] },
@@ -184,7 +193,7 @@ describe("runMigrations", () => {
 
   it("says a timeout is a timeout", async () => {
     const remote = new FakeRemote([
-      [/pg_dump backup/, { stdout: BACKUP_LINE }],
+      [/pg_dump backup/, { stdout: `${TRIAL_LINE}\n${BACKUP_LINE}` }],
       [/bin\/migrate/, { exitCode: 124 }],
     ]);
     const err = await runMigrations(ctx(remote), new MemoryLog()).catch((e) => e);
@@ -274,30 +283,71 @@ describe("stageMigration", () => {
 
 describe("restoreBackup", () => {
   const b = env(WITH_BACKUP).migrate!.backup!;
-  it("restores inside the db service and wraps a failure with the manual command", async () => {
-    const ok = new FakeRemote();
-    await restoreBackup(
-      {
-        remote: ok,
-        path: "/srv/t5-app",
-        compose: PROJECT,
-        backup: b,
-        file: "/srv/t5-app/.deploy-kit/backups/x.dump",
-      },
+  const file = "/srv/t5-app/.deploy-kit/backups/x.dump";
+  const target = { path: "/srv/t5-app", compose: PROJECT, backup: b, file };
+  const dumped = {
+    stdout: "DK-TRIAL 24576 3 1\nDK-BACKUP /srv/t5-app/.deploy-kit/backups/y-pre-restore.dump 10 2\n",
+  };
+  it("takes a safety dump (never pruning) before pg_restore, under a deadline, and reports it", async () => {
+    const ok = new FakeRemote([[/pg_dump backup/, dumped]]);
+    const r = await restoreBackup({ ...target, remote: ok, label: "r1", timeoutMs: 60_000 }, new MemoryLog());
+    expect(ok.commands.map((c) => c.what)).toEqual([
+      "pg_dump backup in service api",
+      `pg_restore of ${file}`,
+    ]);
+    expect(ok.commands[0]!.script).not.toContain("pruned old backup");
+    expect(ok.commands[1]!.script).toContain("exec timeout 60 pg_restore --clean");
+    expect(ok.commands[1]!.timeoutMs).toBe(120_000);
+    expect(r.safety.path).toBe("/srv/t5-app/.deploy-kit/backups/y-pre-restore.dump");
+  });
+
+  it("a failed safety dump restores nothing; a failed restore names the safety dump", async () => {
+    const noDump = new FakeRemote([[/pg_dump backup/, { exitCode: 1, stderr: "pg_dump: error" }]]);
+    const e1 = await restoreBackup(
+      { ...target, remote: noDump, label: "r1", timeoutMs: 1000 },
       new MemoryLog(),
-    );
-    expect(ok.commands[0]!.script).toContain(`dk_in_service sh -c `);
-    expect(ok.commands[0]!.script).toContain(`file=/srv/t5-app/.deploy-kit/backups/x.dump`);
+    ).catch((e) => e);
+    expect(e1.message).toContain("The safety dump of the current database failed on t5-host-1, so");
+    expect(noDump.commands.some((c) => c.what.startsWith("pg_restore"))).toBe(false);
     const bad = new FakeRemote([
-      [/pg_restore/, { exitCode: 1, stderr: "pg_restore: error: could not connect" }],
+      [/pg_dump backup/, dumped],
+      [/pg_restore of/, { exitCode: 1, stderr: "pg_restore: error: could not connect" }],
     ]);
     const err = await restoreBackup(
-      { remote: bad, path: "/srv/t5-app", compose: PROJECT, backup: b, file: "/x.dump" },
+      { ...target, remote: bad, label: "r1", timeoutMs: 1000 },
       new MemoryLog(),
     ).catch((e) => e);
     expect(err).toBeInstanceOf(DeployError);
-    expect(err.message).toContain("Restoring /x.dump failed on t5-host-1");
+    expect(err.message).toContain(`Restoring ${file} failed on t5-host-1`);
     expect(err.hint).toContain("Nothing was changed");
+    expect(err.hint).toContain("y-pre-restore.dump");
+  });
+
+  it("checkRestore refuses without the confirmation naming the database and the backup, and prints it", async () => {
+    const host = () =>
+      new FakeRemote([[/verify backup/, { stdout: "DK-DATABASE shop\nverified x: 3 entries\n" }]]);
+    for (const confirm of [undefined, "shop", "other@x.dump", "shop@y.dump"]) {
+      const err = await checkRestore({ ...target, remote: host(), confirm }, new MemoryLog()).catch((e) => e);
+      expect(err).toBeInstanceOf(ConfigError);
+      expect(err.message).toContain(`restore-backup replaces database shop with ${file} on t5-host-1`);
+      expect(err.hint).toContain("pass exactly: confirm-restore: shop@x.dump");
+    }
+    const r = host();
+    expect(await checkRestore({ ...target, remote: r, confirm: "shop@x.dump" }, new MemoryLog())).toEqual({
+      database: "shop",
+    });
+    expect(r.commands).toHaveLength(1);
+    expect(r.commands[0]!.script).toContain("pg_restore --list");
+    const broken = new FakeRemote([
+      [/verify backup/, { exitCode: 66, stderr: "pg_restore --list cannot read the backup" }],
+    ]);
+    const err = await checkRestore(
+      { ...target, remote: broken, confirm: "shop@x.dump" },
+      new MemoryLog(),
+    ).catch((e) => e);
+    expect(err.message).toContain(
+      `The backup ${file} on t5-host-1 failed verification; nothing was changed.`,
+    );
   });
 });
 

@@ -9,7 +9,11 @@ import {
   backupScript,
   pgDumpArgv,
   pgRestoreArgv,
+  pgTrialRestoreArgv,
   restoreScript,
+  scratchDatabaseName,
+  TRIAL_RESULT,
+  type VerifyMode,
 } from "../../src/commands/postgres.js";
 
 describe("postgres command builders", () => {
@@ -94,7 +98,13 @@ exec pg_restore --clean --if-exists --no-owner --single-transaction --exit-on-er
  * The backup script, run for real by /bin/sh with a fake `compose` (runs the command locally
  * and records how it was asked) and fake pg tools: the keep/verify/prune logic is real.
  */
-function sandbox(opts: { dump: string; listExit?: number; running?: boolean }) {
+function sandbox(opts: {
+  dump: string;
+  listExit?: number;
+  running?: boolean;
+  /** pg_restore into a database: its exit status, or "sleep" to run past any deadline. */
+  restore?: number | "sleep";
+}) {
   const dir = mkdtempSync(join(tmpdir(), "t5-pg-"));
   const bin = join(dir, "bin");
   spawnSync("mkdir", ["-p", bin, join(dir, "backups")]);
@@ -116,9 +126,19 @@ esac`,
   tool("pg_dump", `printf '%s' "$DUMP"`);
   tool(
     "pg_restore",
-    `cat > /dev/null; echo ';header'; echo '1; TABLE t'; echo '2; TABLE u'; exit ${opts.listExit ?? 0}`,
+    `case "$*" in *--list*) ;; *)
+  echo "pg_restore $*" >> ${dir}/sql.log
+  ${opts.restore === "sleep" ? "exec sleep 5" : `cat > /dev/null; exit ${opts.restore ?? 0}`} ;;
+esac
+cat > /dev/null; echo ';header'; echo '1; TABLE t'; echo '2; TABLE u'; exit ${opts.listExit ?? 0}`,
   );
-  const run = (name: string, keep = 2) => {
+  // psql: records the SQL, answers the size and table-count queries of the trial restore.
+  tool(
+    "psql",
+    `for a; do last="$a"; done; echo "$PGDATABASE: $last" >> ${dir}/sql.log
+case "$last" in *pg_database_size*) echo 24576 ;; *count*) echo 3 ;; esac`,
+  );
+  const run = (name: string, keep = 2, verify?: VerifyMode) => {
     const s = backupScript({
       compose: "compose",
       service: "db",
@@ -126,6 +146,7 @@ esac`,
       dir: join(dir, "backups"),
       name,
       keep,
+      verify,
     });
     return spawnSync("/bin/sh", ["-c", s], {
       env: { PATH: `${bin}:/usr/bin:/bin`, DUMP: opts.dump },
@@ -137,8 +158,56 @@ esac`,
     run,
     backups: () => readdirSync(join(dir, "backups")).sort(),
     log: () => readFileSync(join(dir, "compose.log"), "utf8"),
+    sql: () => (existsSync(join(dir, "sql.log")) ? readFileSync(join(dir, "sql.log"), "utf8") : ""),
   };
 }
+
+describe("trial restore (run by sh)", () => {
+  const trial: VerifyMode = { kind: "restore", scratch: "dk_trial_20260101t000000z_abc", timeoutSecs: 1 };
+  it("restores the dump into a scratch database, reports size, tables and time, and drops it", () => {
+    const sb = sandbox({ dump: "PGDMP-data", running: true });
+    const r = sb.run("20260101T000000Z-a.dump", 2, trial);
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(new RegExp(`^${TRIAL_RESULT} 24576 3 \\d+$`, "m"));
+    expect(sb.backups()).toEqual(["20260101T000000Z-a.dump"]);
+    const sql = sb.sql().split("\n");
+    expect(sql.indexOf("app: CREATE DATABASE dk_trial_20260101t000000z_abc")).toBeGreaterThan(-1);
+    expect(sql).toContain(
+      "pg_restore --no-owner --no-acl --exit-on-error --single-transaction --dbname=dk_trial_20260101t000000z_abc",
+    );
+    expect(sql.at(-2)).toBe("app: DROP DATABASE IF EXISTS dk_trial_20260101t000000z_abc WITH (FORCE)");
+  });
+
+  it.each([
+    [
+      "a dump that lists but does not restore",
+      1,
+      "the trial restore failed (pg_restore exited 1): the backup does not restore",
+    ],
+    ["a restore past its deadline", "sleep" as const, "the trial restore ran past its deadline (1 s)"],
+  ])("fails on %s, keeps no file and drops the scratch database", (_n, restore, message) => {
+    const sb = sandbox({ dump: "PGDMP-data", running: true, restore });
+    const r = sb.run("20260101T000000Z-a.dump", 2, trial);
+    expect(r.status).toBe(67);
+    expect(r.stderr).toContain(message);
+    expect(r.stdout).not.toContain(BACKUP_RESULT);
+    expect(sb.backups()).toEqual([]);
+    expect(sb.sql().trim().split("\n").at(-1)).toBe(
+      "app: DROP DATABASE IF EXISTS dk_trial_20260101t000000z_abc WITH (FORCE)",
+    );
+  });
+
+  it("list stays list: no scratch database", () => {
+    const sb = sandbox({ dump: "PGDMP-data", running: true });
+    expect(sb.run("20260101T000000Z-a.dump", 2).status).toBe(0);
+    expect(sb.sql()).toBe("");
+  });
+
+  it("refuses a scratch name that is not deploy-kit's", () => {
+    expect(() => pgTrialRestoreArgv({ database: "app" }, "app", 5)).toThrow("not a scratch database name");
+    expect(scratchDatabaseName("20260101T000000Z_abc1234")).toBe("dk_trial_20260101t000000z_abc1234");
+  });
+});
 
 describe("backup script (run by sh)", () => {
   it("keeps a verified dump, reports it, and prunes beyond keep without touching the newest", () => {

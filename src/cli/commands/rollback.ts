@@ -10,20 +10,27 @@ import { type Command, EXIT } from "../types.js";
 
 export const rollbackCommand: Command = {
   summary: "Put an earlier release back (default: the previous good one)",
-  usage: "deploy-kit rollback --env E [--to ID|REF] [--restore-backup]",
+  usage: "deploy-kit rollback --env E [--to ID|REF] [--restore-backup --confirm-restore DB@FILE]",
   details: [
     "Under the deploy lock, on every host: the target release's stored compose file and image",
     "become live again as a new ledger entry (<time>-rollback), held to the same health gate.",
     "Refuses, changing nothing, when a host's ledger has no such release. Images rolled back",
     "from are skipped by the default target, so repeated rollbacks walk back through history.",
     "--restore-backup also restores the database backup taken before the first migration",
-    "after the target (destroys data written since; refused when the ledger names no backup).",
+    "after the target (destroys data written since; refused when the ledger names no backup),",
+    "after a safety dump of the current database; --confirm-restore must name the database",
+    "and the backup file (<database>@<file>): without it nothing changes and the value is printed.",
   ],
   options: {
     to: { type: "string", value: "ID|REF", description: "release id or image reference from the ledger" },
     "restore-backup": {
       type: "boolean",
       description: "also restore the database backup (data loss: opt-in)",
+    },
+    "confirm-restore": {
+      type: "string",
+      value: "DB@FILE",
+      description: "with --restore-backup: the database and the backup file name",
     },
     ...SSH_FLAGS,
     ...REGISTRY_FLAGS,
@@ -53,6 +60,7 @@ export const rollbackCommand: Command = {
               log: ctx.log,
               to: ctx.string("to"),
               restoreBackup: ctx.bool("restore-backup"),
+              confirmRestore: ctx.string("confirm-restore"),
             }),
           }),
         ),
