@@ -6,6 +6,8 @@ import { writeSummary } from "../core/summary.js";
 import { announce, rollbackFacts } from "../deploy/announce.js";
 import { rollbackRelease } from "../deploy/release.js";
 import { hostSections } from "../deploy/summary.js";
+import { recordRelease } from "../github/records.js";
+import { rollbackRecord } from "../release/promotion.js";
 import { releaseSavedLock, withReleaseContext } from "./lock-state.js";
 
 export const inputs = {
@@ -17,6 +19,7 @@ export const inputs = {
   "registry-username": input.optional(),
   "registry-password": input.optional(),
   "restore-backup": input.bool(false),
+  "github-token": input.optional(),
   "confirm-restore": input.optional(),
 };
 
@@ -51,6 +54,19 @@ async function main(log: Log): Promise<void> {
     ]),
   );
   await announce(ctx.config, log, rollbackFacts(ctx, i.environment, result));
+  // The release taken off is condemned on GitHub too: promotion must not pick it by default.
+  if (!result.error && result.replaced && i["github-token"]) {
+    await recordRelease(
+      { token: i["github-token"], baseUrl: process.env.GITHUB_API_URL },
+      rollbackRecord(result.replaced, {
+        environment: i.environment,
+        serving: result.imageRef,
+        reason: `rolled back to ${result.targetReleaseId} by ${ctx.actor}`,
+        runUrl: ctx.runUrl,
+      }),
+      log,
+    );
+  }
   if (result.error) throw result.error;
 }
 

@@ -49,6 +49,11 @@ export interface BuildImageOptions {
    * production never runs an image staging did not run.
    */
   allowBuild?: boolean;
+  /**
+   * false: build even when the sha tag exists (and push over it), so what is deployed is what this
+   * run built from its checkout, never an image someone pushed under that tag first.
+   */
+  reuseExisting?: boolean;
   /** Logged in through a temporary DOCKER_CONFIG; without them, an earlier docker login is used. */
   credentials?: Credentials;
   insecureRegistry?: boolean;
@@ -159,7 +164,8 @@ export async function buildImage(
     const existing = await log.group(`Registry ${repo.registry}`, async () => {
       await registry!.checkAccess(repo.repository, "pull,push");
       log.info(`Access to ${repo.registry}/${repo.repository} confirmed.`);
-      return registry!.getManifest(repo.repository, plan.shaTag);
+      // reuse-existing: false never looks: a tag proves nothing about where the image came from.
+      return opts.reuseExisting === false ? undefined : registry!.getManifest(repo.repository, plan.shaTag);
     });
     if (existing) {
       const size = await promote(registry, plan, existing, log);

@@ -2,9 +2,10 @@ import { parseArgs } from "node:util";
 import { loadConfig } from "../config/load.js";
 import type { Config } from "../config/schema.js";
 import { ConfigError, describeError, isUserFacing } from "../core/errors.js";
+import { redact } from "../core/secrets.js";
 import { workspacePath } from "../core/workspace.js";
 import { buildCommand } from "./commands/build.js";
-import { deployCommand } from "./commands/deploy.js";
+import { deployCommand, promoteCommand } from "./commands/deploy.js";
 import { lockCommand } from "./commands/lock.js";
 import { planCommand } from "./commands/plan.js";
 import { releasesCommand } from "./commands/releases.js";
@@ -37,6 +38,7 @@ const commands: Record<string, Command> = {
   build: buildCommand,
   plan: planCommand,
   deploy: deployCommand,
+  promote: promoteCommand,
   smoke: smokeCommand,
   rollback: rollbackCommand,
   releases: releasesCommand,
@@ -183,12 +185,13 @@ export async function cli(argv: string[], io: CliIO = defaultIO(), version = "un
     positionals: parsed.positionals,
     log,
     io,
+    // Results are redacted like the log: a host read from a secret (host-env) stays masked.
     emit(value, human) {
-      if (flags.json) io.stdout(`${JSON.stringify(value, null, 2)}\n`);
+      if (flags.json) io.stdout(`${redact(JSON.stringify(value, null, 2))}\n`);
       else human();
     },
     print(text) {
-      io.stdout(`${text}\n`);
+      io.stdout(`${redact(text)}\n`);
     },
     async config() {
       if (!loaded) {

@@ -108,9 +108,9 @@ export interface ConnectedEnvironment {
 export async function withHosts<T>(
   ctx: CliContext,
   fn: (c: ConnectedEnvironment) => Promise<T>,
-  opts: { only?: string[] } = {},
+  opts: { only?: string[]; environment?: string } = {},
 ): Promise<T> {
-  const name = ctx.environment();
+  const name = opts.environment ?? ctx.environment();
   const { config } = await loadConfig(ctx.configFile(), { environment: name });
   const env = selectEnvironment(config, name);
   const secrets = sshSecrets(ctx);

@@ -1,4 +1,4 @@
-import { script, sh } from "./shell.js";
+import { quote, script, sh } from "./shell.js";
 
 /** The registry an image reference is pulled from (docker's own rule for the first component). */
 export function registryOf(imageRef: string): string {
@@ -181,6 +181,43 @@ export function parseHostFacts(stdout: string): HostFacts {
     else if (k === "env-key") facts.envKeys.push(v);
   }
   return facts;
+}
+
+/**
+ * What the service containers of a compose project run, read after the switch: one line per
+ * container, `service|container id|image id|repo digests…` (space separated).
+ */
+export function runningImagesScript(project: string, services: readonly string[]): string {
+  return script(
+    ...services.map((s) =>
+      [
+        sh`for id in $(docker ps -q --no-trunc --filter ${`label=com.docker.compose.project=${project}`} --filter ${`label=com.docker.compose.service=${s}`} --filter label=com.docker.compose.oneoff=False); do`,
+        `  img=$(docker inspect --format '{{.Image}}' "$id")`,
+        `  printf '%s|%s|%s|%s\\n' ${quote(s)} "$id" "$img" "$(docker image inspect --format '{{range .RepoDigests}}{{.}} {{end}}' "$img")"`,
+        "done",
+      ].join("\n"),
+    ),
+  );
+}
+
+export interface RunningImage {
+  service: string;
+  container: string;
+  imageId: string;
+  repoDigests: string[];
+}
+
+export function parseRunningImages(stdout: string): RunningImage[] {
+  return stdout
+    .split("\n")
+    .map((l) => l.trim().split("|"))
+    .filter((f) => f.length >= 4)
+    .map(([service, container, imageId, digests]) => ({
+      service: service!,
+      container: container!,
+      imageId: imageId!,
+      repoDigests: digests!.split(/\s+/).filter(Boolean),
+    }));
 }
 
 /**

@@ -19,7 +19,8 @@ const DESCRIPTIONS: Record<string, string> = {
   "image.platforms": "Platforms for docker buildx, e.g. [linux/amd64, linux/arm64].",
   environments: "Deploy targets by name (staging, production, ...).",
   "*.url": "The environment's URL: GitHub Deployment link, summaries, default smoke base URL.",
-  "*.hosts": 'Servers: "user@host:port" or {host, port, user, alias}. Aliases name hosts in logs.',
+  "*.hosts":
+    'Servers: "user@host:port" or {host, port, user, alias}; or host-env/user-env/port-env naming environment variables read at run time (masked; alias required). Aliases name hosts in logs.',
   "*.ssh": "SSH settings: jump host, connect timeout, keepalive.",
   "*.ssh.jump": "A bastion every host is reached through (its key must be in known-hosts too).",
   "*.path":
@@ -48,6 +49,8 @@ const DESCRIPTIONS: Record<string, string> = {
   "*.smoke": "Smoke checks after the deploy; version-field proves the new release answers.",
   "*.smoke.from":
     "runner (requests from the CI machine) or host (over SSH, for endpoints only the server reaches).",
+  "*.smoke.watch":
+    "After the smoke test passes, keep probing the checks for duration (every interval; per host with from: host) and roll back when a target's failure ratio exceeds max-failure-ratio or its p95 latency exceeds max-latency, once it has min-probes probes.",
   "*.smoke.bearer-token-env": "NAME of an env var whose value is sent as Authorization: Bearer (masked).",
   "*.rollback": "on-failure: put the previous release back when the health gate or smoke test fails.",
   notify: "Notifications per deploy outcome. Values are NAMES of env vars / secrets, never URLs.",

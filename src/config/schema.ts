@@ -49,14 +49,39 @@ export const duration = (fallback: string | undefined, max: string) => {
 // An omitted section is parsed as {} so each key's own default applies.
 const EMPTY = {} as never;
 
-export const hostObject = z.strictObject({
-  host: z
+// A host, user and port are validated the same way whether written here or read at run time
+// from an environment variable (src/deploy/hosts.ts resolveHost).
+export const hostValue = z
+  .string()
+  .refine((h) => HOSTNAME.test(h) || IPV4.test(h) || IPV6.test(h), "not a host name or IP address");
+export const userValue = z.string().regex(USER, "not a valid user name");
+export const portValue = z.number().int().min(1).max(65535);
+const envVarName = (what: string) =>
+  z
     .string()
-    .refine((h) => HOSTNAME.test(h) || IPV4.test(h) || IPV6.test(h), "not a host name or IP address"),
-  port: z.number().int().min(1).max(65535).default(22),
-  user: z.string().regex(USER, "not a valid user name").default("deploy"),
-  alias: z.string().regex(ALIAS, "aliases use letters, digits, '.', '_' and '-'").optional(),
-});
+    .regex(ENV_KEY, "the NAME of an environment variable (letters, digits, '_')")
+    .meta({ description: `NAME of an environment variable holding the ${what}, read at run time (masked)` })
+    .optional();
+
+export const hostObject = z
+  .strictObject({
+    host: hostValue.optional(),
+    port: portValue.default(22),
+    user: userValue.default("deploy"),
+    alias: z.string().regex(ALIAS, "aliases use letters, digits, '.', '_' and '-'").optional(),
+    "host-env": envVarName('host (or "user@host:port")'),
+    "user-env": envVarName("user"),
+    "port-env": envVarName("port"),
+  })
+  .superRefine((h, ctx) => {
+    if (!h.host === !h["host-env"])
+      ctx.addIssue({
+        code: "custom",
+        message: h.host
+          ? "give host or host-env, not both"
+          : "needs host (or host-env: the NAME of a variable)",
+      });
+  });
 
 export type HostInput = z.input<typeof hostObject>;
 
@@ -84,7 +109,15 @@ const hostString = z.string().transform((s, ctx) => {
 const host = z
   .union([hostString, z.record(z.string(), z.unknown())])
   .pipe(hostObject)
-  .transform((h) => ({ ...h, alias: h.alias ?? h.host }));
+  .superRefine((h, ctx) => {
+    // The value may be a secret: it is masked, so logs and summaries need a name for the host.
+    if (h["host-env"] && !h.alias)
+      ctx.addIssue({
+        code: "custom",
+        message: "a host from host-env needs an alias: it names the host in logs",
+      });
+  })
+  .transform((h) => ({ ...h, alias: h.alias ?? h.host! }));
 
 const serviceName = z.string().regex(SERVICE, "service names use letters, digits, '.', '_' and '-'");
 
@@ -241,6 +274,16 @@ const environment = z.strictObject({
       timeout: duration("5s", "5m"),
       "bearer-token-env": z.string().regex(ENV_KEY, "not an environment variable name").optional(),
       checks: z.array(smokeCheck).min(1),
+      // After the smoke test passes: keep probing for a while and roll back on a bad trend.
+      watch: z
+        .strictObject({
+          duration: duration(undefined, "24h"),
+          interval: duration("10s", "10m"),
+          "max-failure-ratio": z.number().min(0).max(1).default(0.1),
+          "max-latency": duration(undefined, "5m").optional(),
+          "min-probes": z.number().int().min(1).max(100000).default(5),
+        })
+        .optional(),
     })
     .optional(),
   rollback: z

@@ -1,4 +1,12 @@
-import type { Environment, Host } from "../config/schema.js";
+import type { z } from "zod";
+import {
+  type Environment,
+  type Host,
+  hostValue,
+  parseHostString,
+  portValue,
+  userValue,
+} from "../config/schema.js";
 import { ConfigError, DeployError } from "../core/errors.js";
 import type { Log } from "../core/log.js";
 import { registerSecret } from "../core/secrets.js";
@@ -23,8 +31,56 @@ export interface OpenHosts {
   close(): Promise<void>;
 }
 
-export function endpointOf(h: Pick<Host, "host" | "port" | "user"> & { alias?: string }): SshEndpoint {
-  return { host: h.host, port: h.port, user: h.user, alias: h.alias ?? h.host };
+type HostSpec = Pick<Host, "host" | "port" | "user" | "host-env" | "user-env" | "port-env"> & {
+  alias?: string;
+};
+
+/**
+ * Where to connect. A host, user or port named by `host-env`/`user-env`/`port-env` is read from
+ * the environment now, validated like a value written in the file, and masked: it may be a secret
+ * (VPS_HOST), so from here on the host is shown by its alias only.
+ */
+export function resolveHost(h: HostSpec, where: string, env: NodeJS.ProcessEnv = process.env): SshEndpoint {
+  const read = (key: "host-env" | "user-env" | "port-env"): string | undefined => {
+    const name = h[key];
+    if (!name) return undefined;
+    const value = env[name]?.trim();
+    if (!value) {
+      throw new ConfigError(`${where}.${key}: the environment variable ${name} is empty or not set.`, {
+        hint: `Pass it to this step, e.g. env: ${name}: \${{ secrets.${name} }} (or export it before running the CLI).`,
+      });
+    }
+    registerSecret(value);
+    return value;
+  };
+  const check = <T>(key: string, schema: z.ZodType<T>, value: unknown): T => {
+    const r = schema.safeParse(value);
+    if (!r.success) {
+      // The value is masked in the message too: say what is wrong with it, not what it is.
+      throw new ConfigError(
+        `${where}.${key}: the value of ${h[key as "host-env"]} is ${r.error.issues[0]?.message ?? "not valid"}.`,
+        { hint: `Fix the variable ${h[key as "host-env"]} (or the secret it comes from).` },
+      );
+    }
+    return r.data;
+  };
+  let host = h.host;
+  let user = h.user;
+  let port = h.port;
+  const fromEnv = read("host-env");
+  if (fromEnv !== undefined) {
+    // "user@host:port" in one variable is common too; its parts are checked like the others.
+    const parsed = parseHostString(fromEnv);
+    host = check("host-env", hostValue, parsed?.host ?? fromEnv);
+    if (parsed?.user) user = check("host-env", userValue, parsed.user);
+    if (parsed?.port) port = check("host-env", portValue, parsed.port);
+  }
+  const u = read("user-env");
+  if (u !== undefined) user = check("user-env", userValue, u);
+  const p = read("port-env");
+  if (p !== undefined) port = check("port-env", portValue, /^\d+$/.test(p) ? Number(p) : p);
+  if (!host) throw new ConfigError(`${where}: no host.`);
+  return { host, port, user, alias: h.alias ?? host };
 }
 
 /**
@@ -40,9 +96,18 @@ export async function openHosts(
 ): Promise<OpenHosts> {
   registerSecret(secrets.sshKey);
   const key = parsePrivateKey(secrets.sshKey);
-  const hosts = env.hosts.filter((h) => !opts.only || opts.only.includes(h.alias)).map(endpointOf);
+  const hosts = env.hosts
+    .map((h, i) => ({ h, where: `hosts[${i}]` }))
+    .filter(({ h }) => !opts.only || opts.only.includes(h.alias))
+    .map(({ h, where }) => resolveHost(h, where));
   if (hosts.length === 0) throw new ConfigError("No host to connect to.");
-  const jump = env.ssh.jump ? { ...endpointOf(env.ssh.jump), alias: `jump ${env.ssh.jump.host}` } : undefined;
+  const j = env.ssh.jump;
+  const jump = j
+    ? {
+        ...resolveHost(j, "ssh.jump"),
+        alias: `jump ${j.alias ?? (j["host-env"] ? `$${j["host-env"]}` : j.host)}`,
+      }
+    : undefined;
   const pinned = pinnedKeysFor(secrets.knownHosts, jump ? [jump, ...hosts] : hosts);
   const common = { connectTimeoutMs: env.ssh["connect-timeout"], keepaliveMs: env.ssh.keepalive, log };
   const via = jump ? await connect(jump, key, pinned.get(jump)!, common) : undefined;

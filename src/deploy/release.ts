@@ -2,12 +2,15 @@ import { type ComposeBin, type ComposeProject, composeUpScript, imageOverride } 
 import {
   imageInfoScript,
   parseImageInfo,
+  parseRunningImages,
   pruneImagesScript,
   pullImageScript,
   repositoryOf,
+  runningImagesScript,
   startContainersScript,
   stopServicesScript,
 } from "../commands/docker.js";
+import { colorProject } from "../commands/proxy.js";
 import {
   activateReleaseScript,
   copyReleaseScript,
@@ -26,6 +29,7 @@ import {
   appendLedger,
   findRelease,
   imagesToKeep,
+  isRelease,
   type LedgerEntry,
   lastGoodRelease,
   previousRelease,
@@ -76,6 +80,8 @@ export interface HostResult {
   outcome: HostOutcome;
   /** The release that was live before (deploy) or replaced (rollback). */
   previous?: string;
+  /** The digest this host's service containers were read to run after the switch. */
+  digest?: string;
   error?: string;
 }
 
@@ -270,6 +276,41 @@ async function composeUp(run: HostRun, ctx: ReleaseContext): Promise<void> {
   });
 }
 
+/**
+ * Read what the service containers run after the switch and hold it to the approved digest: the
+ * health gate knows the image by its local ID, this proves by the registry digest that every
+ * container runs exactly the image that was approved (and nothing left over from before).
+ */
+async function checkRunningDigest(run: HostRun, ctx: ReleaseContext, pinned: string, project: string) {
+  const want = /sha256:[0-9a-f]{64}/.exec(pinned)?.[0];
+  if (!want) return undefined;
+  const res = await run.remote.run({
+    what: "read the running image digests",
+    script: runningImagesScript(project, ctx.env.compose.service),
+  });
+  const running = parseRunningImages(res.stdout);
+  const wrong = running.filter((c) => !c.repoDigests.some((d) => d.endsWith(`@${want}`)));
+  const missing = ctx.env.compose.service.filter((s) => !running.some((c) => c.service === s));
+  if (wrong.length || missing.length) {
+    const what = [
+      ...wrong.map(
+        (c) =>
+          `${c.service} container ${c.container.slice(0, 12)} runs ${c.repoDigests.join(", ") || c.imageId}`,
+      ),
+      ...missing.map((s) => `no running container of ${s}`),
+    ].join("; ");
+    throw new DeployError(
+      `${run.remote.alias}: the running containers are not the approved image ${want}: ${what}.`,
+      {
+        host: run.remote.alias,
+        hint: "Something on the host replaced or kept containers outside this deploy (another compose project of the same name, a manual docker run, a watchtower-like updater): find it and stop it.",
+      },
+    );
+  }
+  run.result.digest = want;
+  return want;
+}
+
 function entry(
   ctx: ReleaseContext,
   fields: Pick<LedgerEntry, "id" | "kind" | "image-ref" | "status"> & Partial<LedgerEntry>,
@@ -317,11 +358,18 @@ async function deployHost(run: HostRun, req: DeployRequest, releaseId: string): 
   run.touched = true;
   // strategy: blue-green (blue-green.ts): the release starts beside the live one, then the proxy switches.
   if (req.env.strategy === "blue-green") {
-    await releaseOnIdleColor(run, req, { base, imageId, record: (f) => record(run, req, entry(req, f)) });
+    const color = await releaseOnIdleColor(run, req, {
+      base,
+      imageId,
+      record: (f) => record(run, req, entry(req, f)),
+    });
+    // A mismatch here fails the host: deployRelease rolls back what this run switched.
+    await checkRunningDigest(run, req, pinned, colorProject(req.config.app, color));
     return;
   }
   try {
     await switchAndWait(run, req, releaseId, imageId, "switch to the new release files");
+    await checkRunningDigest(run, req, pinned, req.config.app);
   } catch (e) {
     await record(run, req, entry(req, { ...base, status: "failed", reason: oneLine(e) })).catch((le) =>
       req.log.warn(`${remote.alias}: could not record the failed release: ${(le as Error).message}`),
@@ -420,7 +468,7 @@ async function restoreHost(
 /** Remove old images and release files, never the live one or its rollback target. */
 async function pruneHost(run: HostRun, ctx: ReleaseContext): Promise<void> {
   const keep = ctx.env.rollback["keep-releases"];
-  const live = run.ledger.findLast((e) => e.status === "succeeded" && e.kind !== "migrate");
+  const live = run.ledger.findLast((e) => e.status === "succeeded" && isRelease(e));
   const target = previousRelease(run.ledger);
   const images = imagesToKeep(run.ledger, keep, [live?.["image-ref"], target?.["image-ref"]]);
   if (images.length === 0) return;
@@ -590,6 +638,8 @@ export interface RollbackResult {
   targetReleaseId: string;
   imageRef: string;
   hosts: HostResult[];
+  /** The release this rollback took off the first host: a record says it must not be promoted. */
+  replaced?: LedgerEntry;
   /** restore-backup: the dump of the database taken just before the restore (kept on the first host). */
   safetyDump?: string;
   error?: Error;
@@ -697,7 +747,7 @@ export async function rollbackRelease(
   runs.forEach((r, i) => {
     r.result.release = newId;
     r.result["image-ref"] = targets[i]!["image-ref"];
-    r.result.previous = r.ledger.findLast((e) => e.kind !== "migrate")?.id;
+    r.result.previous = r.ledger.findLast(isRelease)?.id;
   });
   const error = await req.log.group(`Roll back to ${targets[0]!.id}`, () =>
     inBatches(runs, batchSize(req.env.parallel, runs.length), async (run) => {
@@ -739,6 +789,7 @@ export async function rollbackRelease(
       ),
     );
   }
+  const replaced = runs[0]!.ledger.findLast((e) => isRelease(e) && e.id === runs[0]!.result.previous);
   if (restoreError) {
     return {
       releaseId: newId,
@@ -761,6 +812,7 @@ export async function rollbackRelease(
     targetReleaseId: targets[0]!.id,
     imageRef: targets[0]!["image-ref"],
     hosts: runs.map((r) => r.result),
+    ...(replaced ? { replaced } : {}),
     error: error
       ? new DeployError(`Rollback ${newId} failed.\n${error.message}`, {
           host: (error as DeployError).host,

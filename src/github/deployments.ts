@@ -3,6 +3,13 @@ import type { Log } from "../core/log.js";
 import { registerSecret } from "../core/secrets.js";
 import { runUrl } from "../core/workspace.js";
 
+/**
+ * The task of the deployments deploy-kit creates to hold a record. The deployment GitHub creates
+ * for a job's `environment:` has an empty payload fixed at creation and statuses carry none, so
+ * the record is a deployment of its own in the same environment, found again by this task.
+ */
+export const RECORD_TASK = "deploy-kit:record";
+
 /** The deployment states deploy-kit reports (a subset of what the Deployments API accepts). */
 export type DeploymentState = "in_progress" | "success" | "failure" | "error" | "inactive";
 
@@ -33,7 +40,7 @@ export interface StatusReport extends GitHubTarget {
   runId?: string;
 }
 
-function client(t: GitHubTarget, log: Log): { octokit: Octokit; owner: string; repo: string } {
+export function client(t: GitHubTarget, log: Log): { octokit: Octokit; owner: string; repo: string } {
   registerSecret(t.token);
   const repository = t.repository || process.env.GITHUB_REPOSITORY || "";
   const [owner, repo, ...rest] = repository.split("/");
@@ -56,12 +63,12 @@ function client(t: GitHubTarget, log: Log): { octokit: Octokit; owner: string; r
 }
 
 /** Why a GitHub call failed, in words that say what to change; never the token or headers. */
-function explain(e: unknown): string {
+export function explain(e: unknown, permission = "deployments: write"): string {
   const status = (e as { status?: number }).status;
   const message = e instanceof Error ? (e.message.split("\n")[0] ?? "") : String(e);
   if (status === 401) return "the token was refused (401): pass a valid github-token";
   if (status === 403 || status === 404) {
-    return `HTTP ${status} (${message}): the job needs \`permissions: deployments: write\` and the token must belong to this repository`;
+    return `HTTP ${status} (${message}): the job needs \`permissions: ${permission}\` and the token must belong to this repository`;
   }
   return status ? `HTTP ${status} (${message})` : message;
 }
@@ -96,6 +103,7 @@ export async function findJobDeployment(
   });
   let inFlight: number | undefined;
   for (const d of deployments) {
+    if (d.task === RECORD_TASK) continue; // a record deploy-kit wrote, never a job's deployment
     const { data: statuses } = await octokit.rest.repos.listDeploymentStatuses({
       owner,
       repo,

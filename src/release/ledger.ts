@@ -5,7 +5,11 @@ import { redact } from "../core/secrets.js";
 import type { Remote } from "../ssh/types.js";
 import { RELEASE_ID } from "./ids.js";
 
-export type LedgerKind = "deploy" | "rollback" | "migrate";
+/**
+ * `verify`: the verdict on a release after its smoke test (and watch), appended once the deploy
+ * is done; it carries the release's id. Promotion reads it (src/release/promotion.ts).
+ */
+export type LedgerKind = "deploy" | "rollback" | "migrate" | "verify";
 export type LedgerStatus = "succeeded" | "failed";
 
 /**
@@ -37,9 +41,15 @@ export interface LedgerEntry {
   reason?: string;
   /** strategy: blue-green: the color (compose project <app>-<color>) this release ran as. */
   color?: "blue" | "green";
+  /** kind verify: the smoke test's verdict ("skipped": the environment has no smoke checks). */
+  smoke?: "passed" | "failed" | "skipped";
+  /** kind verify: the watch window's verdict, when the environment has one. */
+  watch?: "passed" | "failed";
+  /** kind verify: the digest each host's containers were read to run after the switch. */
+  digests?: Record<string, string>;
 }
 
-const KINDS = new Set(["deploy", "rollback", "migrate"]);
+const KINDS = new Set(["deploy", "rollback", "migrate", "verify"]);
 
 /** Parse the ledger; lines that are not entries (hand edits, a torn write) are skipped with a warning. */
 export function parseLedger(text: string, onBadLine?: (lineNo: number) => void): LedgerEntry[] {
@@ -85,7 +95,7 @@ export async function appendLedger(remote: Remote, path: string, entry: LedgerEn
   });
 }
 
-const isRelease = (e: LedgerEntry) => e.kind === "deploy" || e.kind === "rollback";
+export const isRelease = (e: LedgerEntry) => e.kind === "deploy" || e.kind === "rollback";
 
 /**
  * The release the host was last switched to (it may have failed). A failed blue-green release

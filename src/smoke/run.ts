@@ -150,6 +150,23 @@ export async function runSmokeTests(opts: SmokeOptions, log: Log): Promise<Smoke
   return { passed: results.every((r) => r.passed), results };
 }
 
+/** Every check once, no retries and no log groups: one probe of the watch window. */
+export async function probeOnce(opts: SmokeOptions): Promise<CheckResult[]> {
+  const request = opts.requester ?? (opts.remote ? remoteRequester(opts.remote) : fetchRequester);
+  const headers: Record<string, string> = opts.bearerToken
+    ? { authorization: `Bearer ${opts.bearerToken}` }
+    : {};
+  const out: CheckResult[] = [];
+  for (const check of opts.checks) {
+    const url = checkUrl(opts.baseUrl, check.path);
+    out.push({
+      ...(await attemptOnce(request, check, { url, headers, timeoutMs: opts.timeoutMs }, opts.expectVersion)),
+      attempts: 1,
+    });
+  }
+  return out;
+}
+
 async function attemptOnce(
   request: Requester,
   check: SmokeCheck,

@@ -2,8 +2,17 @@ import { formatDuration } from "../config/duration.js";
 import type { Config } from "../config/schema.js";
 import type { SummarySection } from "../core/summary.js";
 
-export function hostLabel(h: { user: string; host: string; port: number }): string {
-  return `${h.user}@${h.host}:${h.port}`;
+/** user@host:port as written: a value read from an environment variable shows as $NAME, never its value. */
+export function hostLabel(h: {
+  user: string;
+  host?: string;
+  port: number;
+  "host-env"?: string;
+  "user-env"?: string;
+  "port-env"?: string;
+}): string {
+  const v = (name: string | undefined, literal: string | number | undefined) => (name ? `$${name}` : literal);
+  return `${v(h["user-env"], h.user)}@${v(h["host-env"], h.host)}:${v(h["port-env"], h.port)}`;
 }
 
 /** One row per environment and host: what a reviewer wants to see before a deploy. */

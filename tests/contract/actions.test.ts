@@ -19,11 +19,20 @@ const metadata = [
     : []),
 ];
 
-const EXPECTED = ["validate-config", "build-image", "migrate", "deploy-ssh", "smoke-test", "rollback"];
+const EXPECTED = [
+  "validate-config",
+  "build-image",
+  "migrate",
+  "deploy-ssh",
+  "smoke-test",
+  "rollback",
+  "promote",
+  "approval-gate",
+];
 
 describe("action metadata contract", () => {
   it("lists the actions users were promised", () => {
-    // All six, plus the deploy action at both paths users write.
+    // The six of the contract, promote and approval-gate, plus the deploy action at both paths users write.
     expect(metadata.map((m) => m.module).sort()).toEqual([...EXPECTED, "deploy", "deploy"].sort());
   });
 

@@ -199,10 +199,10 @@ describe("README.md and workflows/README.md name only inputs that exist", () => 
     expect(addedInputsProblems(readme.replace("inputs `allow-build`", "inputs `allow-bild`"))).toEqual([
       'README.md: build-image has no input "allow-bild"',
     ]);
-    const wf = read("workflows/README.md").replace("| `allow-build` |", "| `allow-buld` |");
+    const wf = read("workflows/README.md").replace("| `min-soak` |", "| `min-soka` |");
     expect(workflowInputProblems(wf)).toEqual([
-      "deploy-production.yml: input allow-build is undocumented",
-      "deploy-production.yml: documented input allow-buld does not exist",
+      "deploy-production.yml: input min-soak is undocumented",
+      "deploy-production.yml: documented input min-soka does not exist",
     ]);
   });
 });

@@ -205,17 +205,32 @@ describe.each(files)("%s", (file) => {
       const uses = (job.steps ?? []).map((s) => s.uses ?? "");
       // Only deploy-kit's own release job writes to the repository: the Release and the moving tags.
       const publishes = (job.steps ?? []).some((s) => /gh release create|git\/refs/.test(s.run ?? ""));
-      expect(perms.contents, `${id} contents`).toBe(publishes ? "write" : "read");
+      // contents: read where the job checks out (a job that reads no file asks for nothing).
+      const checksOut = uses.some((u) => u.startsWith("actions/checkout@"));
+      expect(perms.contents, `${id} contents`).toBe(publishes ? "write" : checksOut ? "read" : undefined);
       const builds = uses.includes("$/actions/build-image");
       expect(perms.packages === "write", `${id}: packages: write only on the build`).toBe(builds);
-      const reports = (job.steps ?? []).some((s) => s.with && "github-token" in s.with);
+      // Deployment statuses and records: the deploy action, and a rollback recording what it took off.
+      const reports = (job.steps ?? []).some(
+        (st) =>
+          (st.uses === "$/deploy" || st.uses === "$/actions/rollback") &&
+          st.with &&
+          "github-token" in st.with,
+      );
       expect(perms.deployments === "write", `${id}: deployments: write only where statuses are set`).toBe(
         reports,
       );
+      // Reading staging's records (promote) needs deployments: read; reading an Environment's
+      // protection rules (promote, approval-gate) needs actions: read.
+      const promotes = uses.includes("$/actions/promote");
+      if (!reports) expect(perms.deployments, `${id}: deployments`).toBe(promotes ? "read" : undefined);
+      const gates = promotes || uses.includes("$/actions/approval-gate");
+      expect(perms.actions, `${id}: actions`).toBe(gates ? "read" : undefined);
       for (const [scope, level] of Object.entries(perms))
-        expect(["contents", "packages", "deployments"], `${id}: unexpected ${scope}: ${level}`).toContain(
-          scope,
-        );
+        expect(
+          ["contents", "packages", "deployments", "actions"],
+          `${id}: unexpected ${scope}: ${level}`,
+        ).toContain(scope);
     }
   });
 

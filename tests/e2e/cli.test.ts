@@ -228,18 +228,22 @@ describe("deploy-kit CLI (built) on the testbed", () => {
     }[];
     expect(perHost.map((h) => h.alias)).toEqual(["h1", "h2"]);
     for (const h of perHost) {
+      // Each release that passed its smoke test has its verify line (what `promote` reads).
       expect(h.entries.map((e) => [e.kind, e.status, e["git-sha"]])).toEqual([
         ["deploy", "succeeded", sha(1)],
+        ["verify", "succeeded", sha(1)],
         ["deploy", "succeeded", sha(2)],
+        ["verify", "succeeded", sha(2)],
         ["deploy", "failed", sha(3)],
         ["rollback", "succeeded", sha(2)],
       ]);
-      expect(h.live).toBe(h.entries[3]!.id);
+      expect(h.live).toBe(h.entries[5]!.id);
       expect(h.rollbackTarget).toBe(h.entries[0]!.id);
     }
     const table = await cli(["releases", "-e", "e2e", "--host", "h2"]);
     expect(table.code).toBe(0);
-    expect(table.stdout).toMatch(/^h2: 4 entries; live \S+-rollback, rollback target \S+/);
+    expect(table.stdout).toMatch(/^h2: 6 entries; live \S+-rollback, rollback target \S+/);
+    expect(table.stdout).toMatch(/^\s+\S+\s+verify\s+succeeded\s.*smoke passed/m);
     expect(table.stdout).not.toMatch(/^h1:/m);
     expect(table.stdout).toMatch(/^\*\s+\S+-rollback\s+rollback\s+succeeded/m);
   });

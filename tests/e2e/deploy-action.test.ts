@@ -2,15 +2,15 @@
 // build-image: real build and push to the basic-auth registry, a migration with a verified backup
 // in the testbed PostgreSQL, a deploy to two hosts, smoke tests expecting the deployed sha — and
 // two broken releases that must leave the previous one serving. Names: t6-*, ports 186xx.
-import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { cpSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
-import type { LedgerEntry } from "../../src/release/ledger.js";
-import { runBundled } from "../support/runner.js";
+import { runBundled, visible } from "../support/runner.js";
 import {
   EXAMPLE_APP_DIR,
   ensureTestbed,
+  hostLedger,
   machinePath,
   resetHost,
   run,
@@ -119,27 +119,12 @@ async function health(h: TestbedHost): Promise<{ git_sha: string; status: string
   return (await res.json()) as { git_sha: string; status: string };
 }
 
-function ledger(h: TestbedHost): LedgerEntry[] {
-  const f = join(machinePath(h, `/srv/${APP}`), ".deploy-kit/releases.jsonl");
-  return existsSync(f)
-    ? readFileSync(f, "utf8")
-        .split("\n")
-        .filter(Boolean)
-        .map((l) => JSON.parse(l) as LedgerEntry)
-    : [];
-}
+const ledger = (h: TestbedHost) => hostLedger(h, APP);
 
 async function psql(sql: string): Promise<string> {
   const url = `postgres://postgres@127.0.0.1:${tb.postgres.port}/${DB}`;
   return (await run("psql", [url, "-X", "-At", "-c", sql])).stdout.trim();
 }
-
-/** The runner hides ::add-mask:: lines; everything else a person could see. */
-const visible = (s: string) =>
-  s
-    .split("\n")
-    .filter((l) => !l.startsWith("::add-mask::"))
-    .join("\n");
 
 beforeAll(async () => {
   tb = await ensureTestbed();
@@ -176,10 +161,11 @@ describe("deploy action (bundled): build -> migrate with backup -> deploy -> smo
     const backups = readdirSync(join(machinePath(hosts[0]!, `/srv/${APP}`), ".deploy-kit/backups"));
     expect(backups.length).toBe(1);
     const first = ledger(hosts[0]!);
-    expect(first.map((e) => e.kind)).toEqual(["migrate", "deploy"]);
+    // The smoke test's verdict follows the release: the line `deploy-kit promote` reads.
+    expect(first.map((e) => e.kind)).toEqual(["migrate", "deploy", "verify"]);
     expect(first[1]!.backup).toContain(".deploy-kit/backups/");
     expect(first[1]!["migration-applied"]).toBe(true);
-    expect(ledger(hosts[1]!).map((e) => e.kind)).toEqual(["deploy"]);
+    expect(ledger(hosts[1]!).map((e) => e.kind)).toEqual(["deploy", "verify"]);
     // One summary tells the whole story.
     expect(r.summary).toContain("| phase | duration | result |");
     for (const p of ["migrate", "deploy", "smoke"]) expect(r.summary).toContain(`| ${p} |`);

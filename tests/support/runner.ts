@@ -122,3 +122,11 @@ export async function runBundled(
     endedAt: Date.now(),
   };
 }
+
+/** What a person could read in a run: the runner consumes ::add-mask:: lines, everything else shows. */
+export function visible(text: string): string {
+  return text
+    .split("\n")
+    .filter((l) => !l.startsWith("::add-mask::"))
+    .join("\n");
+}

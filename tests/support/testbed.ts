@@ -12,6 +12,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import type { LedgerEntry } from "../../src/release/ledger.js";
 
 export const REPO_ROOT = resolve(fileURLToPath(new URL("../..", import.meta.url)));
 export const UP_SCRIPT = join(REPO_ROOT, "scripts/testbed/up.sh");
@@ -513,4 +514,15 @@ export function sshArgs(tb: Testbed, host: TestbedHost, knownHostsPath = tb.know
 export async function sshExec(host: TestbedHost, command: string, opts: RunOptions = {}): Promise<RunResult> {
   const tb = await ensureTestbed();
   return run("ssh", [...sshArgs(tb, host), command], opts);
+}
+
+/** A testbed host's release ledger for an app deployed to /srv/<app>, read from its filesystem. */
+export function hostLedger(host: TestbedHost, app: string): LedgerEntry[] {
+  const f = join(machinePath(host, `/srv/${app}`), ".deploy-kit/releases.jsonl");
+  return existsSync(f)
+    ? readFileSync(f, "utf8")
+        .split("\n")
+        .filter(Boolean)
+        .map((l) => JSON.parse(l) as LedgerEntry)
+    : [];
 }

@@ -160,6 +160,17 @@ describe("buildImage with the classic builder", () => {
     for (const t of ["3.1.0", "3.1", "3"]) expect(reg.digestOf("t4-unit", t)).toBe(digest);
   });
 
+  it("reuse-existing: false builds over a sha tag pushed beforehand and deploys its own digest, never the forged one", async () => {
+    const { exec, deps } = setup({ buildx: false });
+    const forged = reg.put("t4-unit", "sha-89abcdef0123", { schemaVersion: 2, forged: true });
+    const r = await buildImage(opts({ reuseExisting: false }), new MemoryLog(), deps);
+    expect(exec.lines().some((l) => l.startsWith("docker build "))).toBe(true);
+    expect(exec.lines().at(-1)).toBe(`docker push ${host}/t4-unit:sha-89abcdef0123`);
+    expect(r.skipped).toBe(false);
+    expect(r.digest).not.toBe(forged);
+    expect(reg.digestOf("t4-unit", "sha-89abcdef0123")).toBe(r.digest);
+  });
+
   it("push: false pushes nothing, reports the local image, and still logs in for private base images", async () => {
     const { exec, deps } = setup({ buildx: false });
     const before = reg.requests.length;

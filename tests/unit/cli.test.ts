@@ -108,6 +108,17 @@ describe("usage errors exit 2 and change nothing", () => {
     [["lock", "-e", "staging"], "say status or release"],
     [["lock", "open", "-e", "staging"], 'unknown lock action "open"'],
     [["build", "--build-arg", "NOEQUALS"], "--build-arg NOEQUALS: expected KEY=VALUE"],
+    [["promote", "-e", "production"], "promote needs --from ENV"],
+    [["promote", "-e", "staging", "--from", "staging"], "--from staging is the environment being deployed"],
+    [
+      ["deploy", "-e", "production", "--from", "staging", "--image", "a/b@sha256:1"],
+      "--from and --image exclude",
+    ],
+    [
+      ["deploy", "-e", "production", "--from", "staging", "--min-soak", "a day"],
+      "--min-soak a day: a duration",
+    ],
+    [["deploy", "-e", "production", "--release", "abc1234"], "they need --from ENV"],
   ])("%j", async (argv, message) => {
     const ws = workspace();
     const r = await run([...argv, "-c", join(ws, "deploy-kit.yml")]);
@@ -342,6 +353,13 @@ describe("pure pieces", () => {
       /^<\s+r2\s+deploy\s+succeeded\s+2026-01-01 00:00:00Z\s+r\/app@sha256:bbbbbbbbbbbb\s/m,
     );
     expect(text).toMatch(/^\*\s+r3\s+deploy\s+failed/m);
+    // A verify line shares its release's id: no mark on it, and its verdict in the notes.
+    const verified = ledgerTable("h1", [
+      e("r1", "deploy", "a"),
+      { ...e("r1", "verify", "a"), smoke: "passed", watch: "failed", status: "failed" },
+    ]);
+    expect(verified).toMatch(/^\*\s+r1\s+deploy\s/m);
+    expect(verified).toMatch(/^\s+r1\s+verify\s+failed\s.*smoke passed, watch failed/m);
     expect(ledgerTable("h2", [])).toBe("h2: no releases yet");
     expect(ledgerTable("h1", [e("r1", "deploy", "a"), e("r2", "deploy", "b")], 1)).toContain(
       "(newest 1 shown)",

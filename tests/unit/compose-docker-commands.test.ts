@@ -9,10 +9,12 @@ import {
   imageInfoScript,
   parseHostFacts,
   parseImageInfo,
+  parseRunningImages,
   pruneImagesScript,
   pullImageScript,
   registryOf,
   repositoryOf,
+  runningImagesScript,
   serviceContainersScript,
 } from "../../src/commands/docker.js";
 import { acquireLockScript, activateReleaseScript, releaseLockScript } from "../../src/commands/release.js";
@@ -157,6 +159,43 @@ describe("docker commands", () => {
     expect(s).toContain(
       "--filter label=com.docker.compose.project=t3-app --filter label=com.docker.compose.service=api --filter label=com.docker.compose.oneoff=False",
     );
+  });
+
+  test("the running image digests: read per service container, parsed, under sh with a stand-in docker", () => {
+    const bin = mkdtempSync(join(tmpdir(), "dk-docker-"));
+    // Answers like the engine: ps lists ids, inspect the image id, image inspect its repo digests.
+    writeFileSync(
+      join(bin, "docker"),
+      `#!/bin/sh
+case "$1 $2" in
+  "ps -q") case "$*" in *service=api*) echo c1; echo c2 ;; esac ;;
+  "inspect --format") echo "sha256:img-$4" ;;
+  "image inspect") echo "reg/app@sha256:aa reg/app@sha256:bb " ;;
+esac
+`,
+      { mode: 0o755 },
+    );
+    const script = runningImagesScript("shop's", ["api", "worker"]);
+    expect(script).toContain("--filter 'label=com.docker.compose.project=shop'\"'\"'s'");
+    const r = spawnSync("/bin/sh", ["-c", script], {
+      encoding: "utf8",
+      env: { PATH: `${bin}:/usr/bin:/bin` },
+    });
+    expect(r.status).toBe(0);
+    expect(parseRunningImages(r.stdout)).toEqual([
+      {
+        service: "api",
+        container: "c1",
+        imageId: "sha256:img-c1",
+        repoDigests: ["reg/app@sha256:aa", "reg/app@sha256:bb"],
+      },
+      {
+        service: "api",
+        container: "c2",
+        imageId: "sha256:img-c2",
+        repoDigests: ["reg/app@sha256:aa", "reg/app@sha256:bb"],
+      },
+    ]);
   });
 
   test("prune keeps what it is told and refuses an empty keep list", () => {

@@ -32,6 +32,8 @@ class SimHost implements Remote {
   readonly localTags = new Map<string, string>();
   registryTags: Record<string, string> = {};
   running?: { image: string; id: string };
+  /** What the host's containers report as their image's digest, when something swapped it. */
+  swappedTo?: string;
   constructor(
     readonly alias: string,
     readonly modes: Record<string, Mode>,
@@ -91,6 +93,9 @@ class SimHost implements Remote {
       const health = mode === "unhealthy" ? "unhealthy" : "healthy";
       const line = `api|${r.id}|${this.images.get(r.image)}|${status}|false|0|${health}|${mode === "crash" ? 3 : 0}|2026-01-01T00:00:00.000000000Z|/app_api_1`;
       res = ok(`now|${Math.floor(Date.now() / 1000)}\n${line}\n`);
+    } else if (cmd.what === "read the running image digests") {
+      const r = this.running!;
+      res = ok(`api|${r.id}|${this.images.get(r.image)}|${this.swappedTo ?? r.image} \n`);
     } else if (cmd.what.startsWith("read ") && cmd.what !== "read the release ledger") {
       res = ok("app output\n");
     } else if (cmd.what === "prune old images") {
@@ -302,6 +307,35 @@ describe("deployRelease on simulated hosts", () => {
     expect(r.hosts[0]!.outcome).toBe("failed");
   });
 
+  test("every host's running digest is read after the switch and kept on its result", async () => {
+    const hosts = await fleet(2, ref("1"));
+    const r = await deployRelease(hosts, { ...context(), imageRef: ref("2") });
+    expect(r.error).toBeUndefined();
+    expect(r.hosts.map((h) => [h.alias, h.digest])).toEqual([
+      ["h1", `sha256:${"2".repeat(64)}`],
+      ["h2", `sha256:${"2".repeat(64)}`],
+    ]);
+    expect(hosts[0]!.steps).toContain("read the running image digests");
+  });
+
+  test("a host running another digest than approved fails the deploy and is rolled back", async () => {
+    const [h1, h2] = await fleet(2, ref("1"));
+    h2!.swappedTo = ref("9");
+    const r = await deployRelease([h1!, h2!], { ...context("    parallel: 2\n"), imageRef: ref("2") });
+    expect(r.rolledBack).toBe(true);
+    expect(r.error?.message).toContain(
+      `h2: the running containers are not the approved image sha256:${"2".repeat(64)}: api container`,
+    );
+    expect(r.error?.message).toContain(`runs ${ref("9")}`);
+    expect(h2!.ledger().map((e) => [e.kind, e.status])).toEqual([
+      ["deploy", "succeeded"],
+      ["deploy", "failed"],
+      ["rollback", "succeeded"],
+    ]);
+    expect(h2!.ledger()[1]!.reason).toContain("not the approved image");
+    expect([h1!.running!.image, h2!.running!.image]).toEqual([ref("1"), ref("1")]);
+  });
+
   test("the first release failing has nothing to roll back to", async () => {
     const h1 = new SimHost("h1", modes);
     const r = await deployRelease([h1], { ...context(), imageRef: ref("3") });
@@ -356,6 +390,8 @@ describe("rollbackRelease on simulated hosts", () => {
       target: r.targetReleaseId,
       status: "succeeded",
     });
+    // What it took off, for the record that keeps it from being promoted.
+    expect(r.replaced).toMatchObject({ kind: "deploy", "image-ref": ref("2"), id: h1!.ledger()[1]!.id });
   });
 
   test("no earlier release, or restore-backup without a recorded backup: refused, nothing changed", async () => {

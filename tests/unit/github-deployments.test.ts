@@ -1,113 +1,9 @@
-import { createServer, type IncomingMessage, type Server } from "node:http";
-import type { AddressInfo } from "node:net";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { MemoryLog } from "../../src/core/log.js";
 import { forgetSecrets } from "../../src/core/secrets.js";
 import { findJobDeployment, reportDeploymentStatus } from "../../src/github/deployments.js";
 
-const TOKEN = "ghs_FakeInstallationToken0123456789abcdef";
-const SHA = "0123456789abcdef0123456789abcdef01234567";
-const RUN = "https://github.com/acme/shop/actions/runs";
-
-interface Deployment {
-  id: number;
-  sha: string;
-  ref: string;
-  environment: string;
-  statuses: { id: number; state: string; log_url: string; target_url: string }[];
-}
-
-/**
- * The shapes of the Deployments REST API that deploy-kit uses, served on loopback:
- * GET /repos/{o}/{r}/deployments?sha=&environment= (newest first), GET .../deployments/{id}/statuses,
- * POST .../deployments/{id}/statuses, POST .../deployments.
- */
-class FakeGitHub {
-  server: Server;
-  deployments: Deployment[] = [];
-  requests: { method: string; path: string; auth?: string; body?: Record<string, unknown> }[] = [];
-  nextId = 100;
-  refuseWith?: number;
-  constructor() {
-    this.server = createServer((req, res) => void this.handle(req, res));
-  }
-  get baseUrl() {
-    return `http://127.0.0.1:${(this.server.address() as AddressInfo).port}`;
-  }
-  private async body(req: IncomingMessage) {
-    let text = "";
-    for await (const chunk of req) text += chunk;
-    return text ? (JSON.parse(text) as Record<string, unknown>) : undefined;
-  }
-  private async handle(req: IncomingMessage, res: import("node:http").ServerResponse) {
-    const url = new URL(req.url ?? "/", this.baseUrl);
-    const body = await this.body(req);
-    this.requests.push({
-      method: req.method!,
-      path: url.pathname + url.search,
-      auth: req.headers.authorization,
-      body,
-    });
-    const send = (status: number, data: unknown) => {
-      res.writeHead(status, { "content-type": "application/json" }).end(JSON.stringify(data));
-    };
-    if (this.refuseWith) return send(this.refuseWith, { message: "Resource not accessible by integration" });
-    if (req.headers.authorization !== `token ${TOKEN}`) return send(401, { message: "Bad credentials" });
-    const m = /^\/repos\/acme\/shop\/deployments(?:\/(\d+)\/statuses)?$/.exec(url.pathname);
-    if (!m) return send(404, { message: "Not Found" });
-    const wire = (d: Deployment) => ({
-      id: d.id,
-      sha: d.sha,
-      ref: d.ref,
-      environment: d.environment,
-      task: "deploy",
-    });
-    if (!m[1] && req.method === "GET") {
-      const sha = url.searchParams.get("sha");
-      const env = url.searchParams.get("environment");
-      const list = this.deployments
-        .filter((d) => (!sha || d.sha === sha) && (!env || d.environment === env))
-        .sort((a, b) => b.id - a.id);
-      return send(200, list.map(wire));
-    }
-    if (!m[1] && req.method === "POST") {
-      const d: Deployment = {
-        id: this.nextId++,
-        sha: SHA,
-        ref: String(body?.ref),
-        environment: String(body?.environment),
-        statuses: [],
-      };
-      this.deployments.push(d);
-      return send(201, wire(d));
-    }
-    const d = this.deployments.find((x) => x.id === Number(m[1]));
-    if (!d) return send(404, { message: "Not Found" });
-    if (req.method === "GET") return send(200, [...d.statuses].reverse());
-    const status = {
-      id: d.statuses.length + 1,
-      state: String(body?.state),
-      log_url: String(body?.log_url ?? ""),
-      target_url: String(body?.log_url ?? ""),
-    };
-    d.statuses.push(status);
-    return send(201, status);
-  }
-  add(id: number, environment: string, statuses: [string, string][], sha = SHA) {
-    this.deployments.push({
-      id,
-      sha,
-      ref: "main",
-      environment,
-      statuses: statuses.map(([state, run], i) => ({
-        id: i + 1,
-        state,
-        log_url: `${RUN}/${run}`,
-        target_url: `${RUN}/${run}`,
-      })),
-    });
-  }
-}
+import { FakeGitHub, RUN, SHA, TOKEN } from "../support/fake-github.js";
 
 const api = new FakeGitHub();
 beforeAll(async () => {
@@ -142,6 +38,23 @@ describe("finding the deployment GitHub created for this job", () => {
     api.add(3, "staging", [["success", "1"]]);
     api.add(4, "staging", [["queued", "2"]]);
     api.add(5, "staging", [["failure", "3"]]);
+    const id = await findJobDeployment(
+      { ...target(), environment: "staging", sha: SHA, runId: "42" },
+      new MemoryLog(),
+    );
+    expect(id).toBe(4);
+  });
+
+  it("never takes a deploy-kit record for the job's deployment, even one still without a status", async () => {
+    api.add(4, "staging", [["queued", "2"]]);
+    api.deployments.push({
+      id: 5,
+      sha: SHA,
+      ref: "x",
+      environment: "staging",
+      task: "deploy-kit:record",
+      statuses: [],
+    });
     const id = await findJobDeployment(
       { ...target(), environment: "staging", sha: SHA, runId: "42" },
       new MemoryLog(),

@@ -13,7 +13,16 @@ describe("JSON Schema for editors", () => {
 
   it("shows the real keys of a host mapping", () => {
     const mapping = env.properties.hosts.items.anyOf[1];
-    expect(Object.keys(mapping.properties).sort()).toEqual(["alias", "host", "port", "user"]);
+    expect(Object.keys(mapping.properties).sort()).toEqual([
+      "alias",
+      "host",
+      "host-env",
+      "port",
+      "port-env",
+      "user",
+      "user-env",
+    ]);
+    expect(mapping.properties["host-env"].description).toMatch(/^NAME of an environment variable/);
     expect(mapping.additionalProperties).toBe(false);
   });
 });

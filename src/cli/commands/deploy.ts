@@ -1,10 +1,10 @@
 import { ConfigError, describeError } from "../../core/errors.js";
 import { pipelineSections, pipelineTitle, runPipeline } from "../../pipeline/deploy.js";
 import { renderSections } from "../format.js";
-import { chooseImage, IMAGE_FLAGS } from "../image.js";
+import { chooseImage, IMAGE_FLAGS, promotionFlags } from "../image.js";
 import { withInterruptRelease } from "../interrupt.js";
 import { actor, REGISTRY_FLAGS, registryCredentials, SSH_FLAGS, sshSecrets } from "../remote.js";
-import { type Command, EXIT } from "../types.js";
+import { type Command, EXIT, UsageError } from "../types.js";
 
 export const deployCommand: Command = {
   summary: "Deploy: migrate (backup first), deploy health-gated, smoke test, roll back on failure",
@@ -29,6 +29,7 @@ export const deployCommand: Command = {
   },
   async run(ctx) {
     const environment = ctx.environment();
+    promotionFlags(ctx);
     const { config } = await ctx.config();
     const secrets = sshSecrets(ctx);
     const image = await chooseImage(ctx, config);
@@ -87,5 +88,26 @@ export const deployCommand: Command = {
         ),
     );
     return code;
+  },
+};
+
+/** `deploy --from`, by the name people look for: production gets only what passed staging. */
+export const promoteCommand: Command = {
+  ...deployCommand,
+  summary: "Promote: deploy to --env what passed on --from (read from its hosts' ledger), never a tag",
+  usage:
+    "deploy-kit promote --from staging --env production [--release ID|SHA|DIGEST] [--min-soak 24h] [--require-backup]",
+  details: [
+    "Reads the ledger of --from's hosts: by default the image --from serves now, which must have",
+    "passed its health gate, digest check and smoke test there and not have been rolled back;",
+    "--release names another (release id, commit or digest), refused with what the ledger says",
+    "when it did not pass. --min-soak refuses until it has been passing that long and says when.",
+    "Then the whole deploy pipeline, expecting that release's commit on the smoke version field.",
+    "`deploy-kit plan --env production --from staging` shows the same choice without deploying.",
+  ],
+  async run(ctx) {
+    if (!ctx.string("from"))
+      throw new UsageError("promote needs --from ENV: the environment whose ledger says what passed");
+    return deployCommand.run(ctx);
   },
 };

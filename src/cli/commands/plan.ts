@@ -20,7 +20,8 @@ import { lastGoodRelease, liveRelease, readLedger } from "../../release/ledger.j
 import { checkUrl } from "../../smoke/run.js";
 import { hostLabel } from "../../validate/summary.js";
 import { table } from "../format.js";
-import { type ChosenImage, chooseImage, IMAGE_FLAGS } from "../image.js";
+import { type Changes, changesBetween } from "../git.js";
+import { type ChosenImage, chooseImage, IMAGE_FLAGS, promotionFlags } from "../image.js";
 import { actor, REGISTRY_FLAGS, registryCredentials, SSH_FLAGS, withHosts } from "../remote.js";
 import { type Command, EXIT } from "../types.js";
 import { lockStatusScript, parseLockStatus } from "./lock.js";
@@ -31,6 +32,8 @@ export interface PlannedHost {
   /** Read over SSH; absent with --offline. */
   live?: string | null;
   liveImage?: string | null;
+  /** The commit of the live release, from the ledger. */
+  liveSha?: string | null;
   rollbackTo?: string | null;
   lock?: string;
   compose?: ComposeBin;
@@ -65,6 +68,8 @@ export interface Plan {
   } | null;
   steps: PlannedStep[];
   smoke: { url: string; expect: string }[];
+  /** What changes against the first host's live release: commits and compose/config diff. */
+  changes?: Changes | { note: string };
 }
 
 /**
@@ -177,6 +182,7 @@ export const planCommand: Command = {
   },
   async run(ctx) {
     const environment = ctx.environment();
+    promotionFlags(ctx);
     const { config } = await ctx.config();
     const env = selectEnvironment(config, environment);
     const compose = await loadComposeSource(env);
@@ -231,6 +237,7 @@ export const planCommand: Command = {
             Object.assign(plan.hosts[i]!, {
               live: live ? `${live.id} (${live.status})` : null,
               liveImage: live?.["image-ref"] ?? null,
+              liveSha: live?.["git-sha"] ?? null,
               rollbackTo: lastGoodRelease(ledger)?.id ?? null,
               lock: l.held
                 ? `held by ${l.owner ?? "?"} until ${l.leaseUntil ?? "?"}${l.expired ? " (expired)" : ""}`
@@ -262,6 +269,9 @@ export const planCommand: Command = {
         }
       });
     }
+    const liveSha = plan.hosts[0]?.liveSha;
+    if (liveSha && image.gitSha && liveSha !== image.gitSha)
+      plan.changes = await changesBetween(liveSha, image.gitSha, [env.compose.file, ctx.configFile()]);
     plan.releaseId = newReleaseId({ gitSha: image.gitSha, taken });
     plan.steps = plannedSteps(config, env, compose, image.imageRef, plan.releaseId, plan.hosts, login);
     const blocked = plan.hosts.some((h) => h.problems?.length);
@@ -301,6 +311,21 @@ function renderPlan(p: Plan, env: Environment): string {
     ),
     "",
   );
+  if (p.changes) {
+    const live = p.hosts[0]?.live ?? "the live release";
+    if ("note" in p.changes) out.push(`changes since ${live}: ${p.changes.note}`, "");
+    else {
+      out.push(
+        `commits since ${live} (${p.changes.commits.length}):`,
+        ...indent(p.changes.commits.join("\n") || "(none)"),
+      );
+      out.push(
+        `compose and deploy-kit.yml changes (env-file.required-keys live in deploy-kit.yml):`,
+        ...indent(p.changes.diff || "(no change)"),
+        "",
+      );
+    }
+  }
   out.push(`compose override (${env.path}/.deploy-kit/override.yml):`, ...indent(p.override.trimEnd()), "");
   if (p.migration) {
     out.push(

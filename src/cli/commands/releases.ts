@@ -61,8 +61,9 @@ export function ledgerTable(alias: string, entries: readonly LedgerEntry[], last
   const live = liveRelease(entries)?.id;
   const target = previousRelease(entries)?.id;
   const shown = last > 0 ? entries.slice(-last) : entries;
+  // A verify line carries its release's id: the marks go on the release line only.
   const rows = shown.map((e) => [
-    e.id === live ? "*" : e.id === target ? "<" : "",
+    e.kind === "verify" ? "" : e.id === live ? "*" : e.id === target ? "<" : "",
     e.id,
     e.kind,
     e.status,
@@ -72,6 +73,7 @@ export function ledgerTable(alias: string, entries: readonly LedgerEntry[], last
     e.version ?? "",
     e.actor,
     [
+      e.kind === "verify" ? `smoke ${e.smoke ?? "?"}${e.watch ? `, watch ${e.watch}` : ""}` : "",
       e.target ? `back to ${e.target}` : "",
       e.backup ? `backup ${e.backup}` : "",
       e["migration-applied"] ? "migrated" : "",
