@@ -51,6 +51,22 @@ describe("bad config corpus", () => {
     },
   );
 
+  it.each([
+    ["65-build-arg-secret.yml", "sk_live_51Hq8xQ2eZvKYlo2C0aBcDeFgHiJkLmN"],
+    ["66-openai-key.yml", "sk-proj-Xq3Lm9Tz8Vb2Nc4Rd6Fe1Gh5Jk7Pw0Ys"],
+  ])("%s: the refusal names the key, never the value", (name, value) => {
+    const text = readFileSync(join(dir, name), "utf8");
+    let error: unknown;
+    try {
+      parseConfig(text, name);
+    } catch (e) {
+      error = e;
+    }
+    expect(error).toBeInstanceOf(ConfigError);
+    const said = `${describeError(error)}\n${JSON.stringify((error as ConfigError).problems)}`;
+    for (let i = 0; i + 8 <= value.length; i++) expect(said).not.toContain(value.slice(i, i + 8));
+  });
+
   it("never echoes a secret value it refuses", () => {
     const text = `version: 1\napp: a\nimage: { name: x/y }\nenvironments:\n  s:\n    url: https://admin:hunter2@s.example.com\n    hosts: [h]\n    path: /srv/a\n    compose: { service: api }\n`;
     let error: unknown;
