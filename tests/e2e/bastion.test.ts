@@ -101,10 +101,11 @@ describe(`deploy through a bastion (real sshd on both, compose ${HOSTS_COMPOSE})
 
   test("deploys through h1: both host keys pinned, one login on each sshd, the app serves on hb", async () => {
     const before = hbLog("Accepted publickey for deploy");
+    const mark = bed.sshdMark();
     const r = await deploy(bed.knownHosts);
     expect(r.exitCode, r.stdout + r.stderr).toBe(0);
     // One connection to the bastion, accepted once; one login on hb, through it.
-    const jump = bed.sshdEntries(jumpOf(), r.stdout);
+    const jump = bed.sshdEntries(jumpOf(), r.stdout, mark);
     expect(jump.ports).toHaveLength(1);
     expect(jump.accepted).toBe(1);
     expect(hbLog("Accepted publickey for deploy") - before).toBe(1);
@@ -126,6 +127,7 @@ describe(`deploy through a bastion (real sshd on both, compose ${HOSTS_COMPOSE})
       .split("\n")
       .map((l) => (l.startsWith(`${h1.address} `) ? `${h1.address} ${bed.otherHostKey}` : l))
       .join("\n");
+    const mark = bed.sshdMark();
     const r = await deploy(wrong);
     expect(r.exitCode).toBe(1);
     expect(r.stdout).toContain(`does NOT match known-hosts for jump ${h1.address}`);
@@ -135,7 +137,7 @@ describe(`deploy through a bastion (real sshd on both, compose ${HOSTS_COMPOSE})
     expect(presented, r.stdout).toBeDefined();
     expect((await run("ssh-keygen", ["-lf", h1.hostKeyPub])).stdout).toContain(presented!);
     // The bastion saw the connection but no login; hb saw nothing at all.
-    const jump = bed.sshdEntries(jumpOf(), r.stdout);
+    const jump = bed.sshdEntries(jumpOf(), r.stdout, mark);
     expect(jump.connected).toBe(1);
     expect(jump.accepted).toBe(0);
     expect(hbLog("Connection from")).toBe(hbConnections);

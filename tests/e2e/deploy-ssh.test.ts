@@ -99,12 +99,13 @@ async function plantLock(owner: string, token: string) {
 
 describe(`deploy-ssh on the testbed (2 hosts, compose ${HOSTS_COMPOSE}, private registry)`, () => {
   test("deploy v1: both hosts serve v1, exactly one SSH handshake per host, no credential left", async () => {
+    const mark = bed.sshdMark();
     const r = await deploy(images.v1);
     expect(r.exitCode, r.stdout + r.stderr).toBe(0);
     // One TCP connection per host for the whole action, and the host's sshd accepted it once:
     // every command, upload, lock and ledger step was a channel on it.
     for (const h of bed.hosts.slice(0, 2)) {
-      const seen = bed.sshdEntries(h, r.stdout);
+      const seen = bed.sshdEntries(h, r.stdout, mark);
       expect(seen.ports, h.alias).toHaveLength(1);
       expect(seen.accepted, h.alias).toBe(1);
     }
@@ -185,13 +186,14 @@ describe(`deploy-ssh on the testbed (2 hosts, compose ${HOSTS_COMPOSE}, private 
     );
     const ledgerBefore = readFileSync(join(bed.hosts[0]!.srvDir, APP, ".deploy-kit/releases.jsonl"), "utf8");
     const container = await bed.containerIds(bed.hosts[0]!, APP);
+    const mark = bed.sshdMark();
     const r = await deploy(images.v1, { knownHosts: forged });
     expect(r.exitCode).toBe(1);
     expect(r.stdout).toContain("does NOT match known-hosts for h1");
     expect(r.stdout).toMatch(/presented: ssh-ed25519 SHA256:\S+/);
     expect(r.stdout).toMatch(/expected: {2}ssh-ed25519 SHA256:\S+/);
     // The TCP connection reached sshd, and was dropped before any authentication.
-    const seen = bed.sshdEntries(bed.hosts[0]!, r.stdout);
+    const seen = bed.sshdEntries(bed.hosts[0]!, r.stdout, mark);
     expect(seen.ports).toHaveLength(1);
     expect(seen.connected).toBe(1);
     expect(seen.accepted).toBe(0);

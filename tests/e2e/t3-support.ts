@@ -1,6 +1,6 @@
 // Helpers of the deploy-ssh and rollback e2e suites, on top of the shared testbed helpers.
 // Everything these suites create is named t3-* (apps, paths, image repository).
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import ssh2 from "ssh2";
 import type { LedgerEntry } from "../../src/release/ledger.js";
@@ -75,10 +75,22 @@ export async function t3Bed() {
      * one deploy key, so a run's connections are told apart by the local ports it reports; the
      * host's own log then says whether each was accepted.
      */
-    sshdEntries(h: BedHost, runOutput: string): { ports: number[]; accepted: number; connected: number } {
+    /** Where every sshd log ends now: sshdEntries reads only what a run appends after it. */
+    sshdMark(): SshdMark {
+      return new Map([...tb.hosts, tb.behindBastion].map((h) => [h.sshdLog, statSync(h.sshdLog).size]));
+    },
+    sshdEntries(
+      h: BedHost,
+      runOutput: string,
+      since: SshdMark,
+    ): { ports: number[]; accepted: number; connected: number } {
       const re = new RegExp(`\\[${h.alias}\\] ssh connection from local port (\\d+)`, "g");
       const ports = [...runOutput.matchAll(re)].map((m) => Number(m[1]));
-      const log = readFileSync(h.sshdLog, "utf8").split("\n");
+      // Only this run's part of the log: a local port number recurs over a long test session.
+      const log = readFileSync(h.sshdLog)
+        .subarray(since.get(h.sshdLog) ?? 0)
+        .toString("utf8")
+        .split("\n");
       const mine = (l: string) => ports.some((p) => l.includes(` port ${p} `) || l.endsWith(` port ${p}`));
       return {
         ports,
@@ -115,3 +127,4 @@ export async function t3Bed() {
 }
 
 export type T3Bed = Awaited<ReturnType<typeof t3Bed>>;
+export type SshdMark = Map<string, number>;
