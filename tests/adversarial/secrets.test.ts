@@ -92,6 +92,21 @@ function forms(secret: string): string[] {
   ];
 }
 
+/**
+ * Every form of every secret found in any source, as "what (form) in where". Each secret form
+ * searched counts as one try of the tally; each leak as a failure.
+ */
+function leaksOf(secrets: [string, string][], sources: [string, string][]): string[] {
+  const leaks: string[] = [];
+  for (const [what, secret] of secrets)
+    for (const form of forms(secret))
+      for (const [where, text] of sources)
+        if (text.includes(form)) leaks.push(`${what} (${form === secret ? "raw" : form}) in ${where}`);
+  tally.tried += secrets.length * forms("x").length - 1;
+  tally.failures += leaks.length;
+  return leaks;
+}
+
 describe("secrets never leave the run's masked inputs", () => {
   test("full deploy action: no secret, raw, base64 or URL-encoded, in anything it wrote or left on the host", async () => {
     tally.tried++;
@@ -189,14 +204,7 @@ describe("secrets never leave the run's masked inputs", () => {
         ...Object.values(hooks).map((v) => ["webhook secret part", v.split("/").pop()!] as [string, string]),
         ...keyLines.map((l, i) => [`ssh key line ${i + 1}`, l] as [string, string]),
       ];
-      const leaks: string[] = [];
-      for (const [what, secret] of secrets)
-        for (const form of forms(secret))
-          for (const [where, text] of sources)
-            if (text.includes(form)) leaks.push(`${what} (${form === secret ? "raw" : form}) in ${where}`);
-      // Each secret form searched counts as one try; each leak as a failure.
-      tally.tried += secrets.length * forms("x").length - 1;
-      tally.failures += leaks.length;
+      const leaks = leaksOf(secrets, sources);
       // The scan reads the right bytes: the raw values are in what the process wrote, on the
       // ::add-mask:: lines only.
       expect(r.everything).toContain(`::add-mask::${TOKEN}`);
@@ -280,13 +288,7 @@ describe("secrets never leave the run's masked inputs", () => {
         ["DSN", dsn],
         ["env-file secret", ENV_SECRET],
       ];
-      const leaks: string[] = [];
-      for (const [what, secret] of secrets)
-        for (const form of forms(secret))
-          for (const [where, text] of sources)
-            if (text.includes(form)) leaks.push(`${what} (${form === secret ? "raw" : form}) in ${where}`);
-      tally.tried += secrets.length * forms("x").length - 1;
-      tally.failures += leaks.length;
+      const leaks = leaksOf(secrets, sources);
       expect(leaks).toEqual([]);
     } catch (e) {
       if (tally.failures === 0) tally.failures++;
